@@ -1,0 +1,1 @@
+"""Data: the dataset contract, the phantom, importers, the split and the training dataset."""
