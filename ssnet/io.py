@@ -20,6 +20,15 @@ import numpy as np
 from ssnet.errors import input_error
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", overwrite: bool = True) -> Iterator[Any]:
     """Open a temporary file next to ``path``; rename it onto ``path`` on success.
@@ -39,6 +48,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", overwrite: bool = Tru
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# ssnet: one entry point for a fresh machine. Creates .venv on first use (reinstalls when the
+# pinned requirements change), then runs a verb:
+#   setup            only the environment
+#   test             the test suite (CPU, a few minutes on 2 cores)
+#   table1|2|3       a paper table end to end (default: quick profile on the embedded phantom)
+#   all              table1, table2 and table3
+#   figures          (not implemented yet)
+# Extra arguments go to the verb, e.g. ./reproduce.sh table1 --profile paper --seeds 0,1,2
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+
+setup() {
+  local stamp="$VENV/.ssnet-install" want
+  want=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+  if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return 0
+  fi
+  echo "reproduce.sh: installing the environment into $VENV (first run takes a few minutes)" >&2
+  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  "$VENV/bin/python" -m pip install -q -r requirements.txt
+  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
+}
+
+verb=${1:-help}
+shift || true
+case "$verb" in
+  setup) setup ;;
+  test)
+    setup
+    exec "$VENV/bin/python" -m pytest -q -n 2 "$@" ;;
+  table1|table2|table3)
+    setup
+    exec "$VENV/bin/ssnet" reproduce "$verb" "$@" ;;
+  all)
+    setup
+    for t in table1 table2 table3; do "$VENV/bin/ssnet" reproduce "$t" "$@"; done ;;
+  figures)
+    echo "reproduce.sh: 'figures' is not implemented yet (its issue has not landed)" >&2; exit 2 ;;
+  help|-h|--help)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *)
+    echo "reproduce.sh: unknown verb '$verb' (setup, test, table1, table2, table3, all, figures)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,125 @@
+"""The training dataset: contract + split → preprocessed clips kept in memory.
+
+Per scan (reference §2): select ``T`` evenly spaced frames, scale to [0, 1], bring onto the
+``size``×``size`` grid (centre crop/pad, or resize as in the authors' code), normalise with
+the code's net affine map ``(x − 0.459) / 0.223``. The whole preprocessed cohort is kept in
+memory as tensors (it fits), so training never waits on disk. Train-time augmentation is
+joint over all frames and the mask: flips, rotation (±180°, nearest) and elastic deformation,
+filling with 0 after normalisation (mid-grey), as in the authors' code.
+
+Items: ``frames`` (T, 1, H, W) float32, ``label`` (H, W) int64, ``scan_id`` str.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ssnet.data.contract import Scan, load_scan, scans_in_split
+from ssnet.data.spatial import to_grid
+from ssnet.errors import input_error
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """How a scan becomes a model input."""
+
+    frames: int = 10
+    size: int = 224
+    spatial: str = "crop"
+    norm_mean: float = 0.459
+    norm_std: float = 0.223
+
+
+def frame_indices(source_frames: int, frames: int) -> np.ndarray:
+    """``frames`` evenly spaced indices of ``source_frames`` (10 of 30 → 0, 3, …, 27)."""
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if frames > source_frames:
+        raise ValueError(f"{frames} frames requested but the cine has only {source_frames}")
+    return (np.arange(frames) * source_frames) // frames
+
+
+def preprocess(cine: np.ndarray, label: np.ndarray, cfg: ClipConfig, scan: Scan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a cine (T0, H, W) and label (H, W) into model tensors ``(T, 1, S, S)`` and ``(S, S)``."""
+    try:
+        idx = frame_indices(cine.shape[0], cfg.frames)
+    except ValueError as exc:
+        raise input_error(scan.cine if scan else None, str(exc)) from None
+    clip = cine[idx].astype(np.float32)
+    lo, hi = float(clip.min()), float(clip.max())
+    clip = (clip - lo) / (hi - lo) if hi > lo else np.zeros_like(clip)
+    clip = (to_grid(clip, cfg.size, cfg.spatial) - cfg.norm_mean) / cfg.norm_std
+    lab = to_grid(label, cfg.size, cfg.spatial)
+    return torch.from_numpy(np.ascontiguousarray(clip)).unsqueeze(1), torch.from_numpy(np.ascontiguousarray(lab)).long()
+
+
+class Augment:
+    """Joint train-time augmentation of a clip (T, 1, H, W) and its mask (H, W) (torchvision v2)."""
+
+    def __init__(self, rotation: float = 180.0, elastic_alpha: float = 33.0, elastic_sigma: float = 5.0) -> None:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import v2
+
+        self.transform = v2.Compose(
+            [
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                v2.RandomRotation(rotation, interpolation=InterpolationMode.NEAREST, fill=0.0),
+                v2.ElasticTransform(alpha=elastic_alpha, sigma=elastic_sigma, interpolation=InterpolationMode.NEAREST, fill=0.0),
+            ]
+        )
+
+    def __call__(self, frames: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from torchvision import tv_tensors
+
+        t = frames.shape[0]
+        image = tv_tensors.Image(frames[:, 0])  # frames as channels: one geometry for all frames
+        mask = tv_tensors.Mask(label)
+        image, mask = self.transform(image, mask)
+        return image.as_subclass(torch.Tensor).reshape(t, 1, *image.shape[-2:]), mask.as_subclass(torch.Tensor)
+
+
+class CineDataset(Dataset):
+    """In-memory preprocessed clips of one split part."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        part: str,
+        cfg: ClipConfig = ClipConfig(),
+        augment: bool = False,
+        max_scans: int | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.part = part
+        self.cfg = cfg
+        self.scans = scans_in_split(self.data_dir, part)
+        if max_scans is not None:
+            self.scans = self.scans[: int(max_scans)]
+        clips, labels = [], []
+        for scan in self.scans:
+            cine, label = load_scan(scan)
+            clip, lab = preprocess(cine, label, cfg, scan)
+            clips.append(clip)
+            labels.append(lab)
+        self.frames = torch.stack(clips)  # (N, T, 1, S, S)
+        self.labels = torch.stack(labels)  # (N, S, S)
+        self.augment = Augment() if augment else None
+
+    def __len__(self) -> int:
+        return len(self.scans)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        """``item`` is an index, or ``(index, augmentation seed)`` from :class:`StepBatchSampler`."""
+        i, aug_seed = item if isinstance(item, tuple) else (item, None)
+        frames, label = self.frames[i], self.labels[i]
+        if self.augment is not None:
+            with torch.random.fork_rng(devices=[]):
+                if aug_seed is not None:
+                    torch.manual_seed(aug_seed)
+                frames, label = self.augment(frames, label)
+        return {"frames": frames, "label": label, "scan_id": self.scans[i].scan_id}

@@ -1,0 +1,1 @@
+"""Training engine: Hydra config composition, the Lightning module, run folders, prediction."""

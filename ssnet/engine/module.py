@@ -1,0 +1,85 @@
+"""The Lightning module every method trains through: one loss rule, one optimiser rule."""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig
+
+from ssnet.errors import SsnetError
+from ssnet.models.base import SegOutput, as_output
+
+
+class DivergenceError(SsnetError):
+    """The loss became NaN or Inf."""
+
+
+def default_loss() -> nn.Module:
+    """Multiclass soft Dice over all classes, background included (smp ``DiceLoss``)."""
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    return DiceLoss(mode="multiclass", from_logits=True)
+
+
+class SegmentationModule(L.LightningModule):
+    """Wraps a registered model: training/validation steps, optimiser and schedule from ``cfg.train``."""
+
+    def __init__(self, model: nn.Module, cfg: DictConfig, run_label: str = "") -> None:
+        super().__init__()
+        self.model = model
+        self.train_cfg = cfg.train
+        self.run_label = run_label
+        self.fallback_loss = default_loss()
+
+    def forward(self, frames: torch.Tensor) -> SegOutput:
+        return as_output(self.model(frames))
+
+    def compute_loss(self, out: SegOutput, target: torch.Tensor) -> torch.Tensor:
+        """The model's own loss when it defines one, else multiclass Dice on the logits."""
+        if hasattr(self.model, "loss"):
+            return self.model.loss(out, target)
+        return self.fallback_loss(out.logits.float(), target)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.compute_loss(self(batch["frames"]), batch["label"])
+        if not torch.isfinite(loss):
+            raise DivergenceError(
+                f"loss became {loss.item()} at step {self.global_step} (batch {batch_idx}) of run {self.run_label}; "
+                "lower train.lr or check the data"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["label"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self(batch["frames"])
+        loss = self.compute_loss(out, batch["label"])
+        pred = out.logits.argmax(1)
+        mvo_p, mvo_g = pred == 3, batch["label"] == 3
+        inter = (mvo_p & mvo_g).sum((1, 2)).float()
+        denom = (mvo_p.sum((1, 2)) + mvo_g.sum((1, 2))).float()
+        dice = torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+        n = batch["label"].shape[0]
+        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+        self.log("val/mvo_dice", dice.mean(), prog_bar=True, batch_size=n)
+
+    def configure_optimizers(self) -> Any:
+        t = self.train_cfg
+        if t.optimizer == "adam":
+            opt = torch.optim.Adam(self.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        elif t.optimizer == "adamw":
+            opt = torch.optim.AdamW(self.parameters(), lr=t.lr)
+        else:
+            raise SsnetError(f"train.optimizer: unknown optimiser {t.optimizer!r}; available: adam, adamw")
+        steps = max(1, int(t.max_steps))
+        if t.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.0)
+        elif t.scheduler == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=steps, pct_start=0.1)
+        elif t.scheduler == "constant":
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        else:
+            raise SsnetError(f"train.scheduler: unknown schedule {t.scheduler!r}; available: cosine, onecycle, constant")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+

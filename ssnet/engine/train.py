@@ -1,0 +1,209 @@
+"""``ssnet train [hydra overrides]``: train one model on DIR/split.csv, predict and score the test split.
+
+Flow: compose config → dataset (split made if absent) → run folder (resume if unfinished)
+→ Lightning fit (best-val-loss checkpoint, ``last.ckpt`` every few steps) → test predictions
+as label-map NIfTI ``predictions/<scan_id>.nii.gz`` → ``per_case.csv`` via the shared scorer.
+The last printed line is the run folder.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ssnet.data.contract import read_split, split_hash
+from ssnet.data.dataset import CineDataset, ClipConfig
+from ssnet.data.sampling import StepBatchSampler
+from ssnet.engine.config import build_model, compose, config_hash
+from ssnet.engine.runs import acquire_run_dir, release, write_status
+from ssnet.errors import SsnetError, input_error
+from ssnet.io import atomic_write_text, save_nifti
+
+
+def clip_config(cfg: DictConfig) -> ClipConfig:
+    d = cfg.data
+    return ClipConfig(int(d.frames), int(d.size), str(d.spatial), float(d.norm_mean), float(d.norm_std))
+
+
+def ensure_split(cfg: DictConfig) -> str:
+    """Make ``DIR/split.csv`` when absent (seed ``data.split_seed``); return its hash."""
+    from ssnet.data.split import make_split
+
+    data_dir = Path(cfg.data.dir)
+    if not (data_dir / "manifest.csv").exists():
+        raise input_error(data_dir / "manifest.csv", "dataset not found (make one with `ssnet phantom --out DIR` or an importer)")
+    if not (data_dir / "split.csv").exists():
+        scans = tuple(cfg.data.split_scans) if cfg.data.get("split_scans") else None
+        make_split(data_dir, seed=int(cfg.data.split_seed), target_scans=scans)
+    read_split(data_dir)
+    return split_hash(data_dir)
+
+
+class KillAtStep:
+    """Fault injection for the resume test: SIGKILL this process when step ``step`` begins.
+
+    Active only when the environment variable ``SSNET_FAULT_KILL_AT_STEP`` is set.
+    """
+
+    def __new__(cls, step: int):
+        import signal
+
+        from lightning.pytorch.callbacks import Callback
+
+        class _Kill(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+                if trainer.global_step >= step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Kill()
+
+
+def precision_for(cfg: DictConfig) -> str:
+    p = str(cfg.train.precision)
+    if p != "auto":
+        return p
+    return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*deterministic.*")
+
+
+def predict_test(module: torch.nn.Module, dataset: CineDataset, out_dir: Path, batch_size: int, device: torch.device) -> float:
+    """Write arg-max label maps of every test clip; return milliseconds per clip."""
+    from ssnet.models.base import as_output
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    module.eval().to(device)
+    spacing = None
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(dataset), batch_size):
+            frames = dataset.frames[i : i + batch_size].to(device)
+            logits = as_output(module.model(frames)).logits
+            pred = logits.float().argmax(1).to(torch.uint8).cpu().numpy()
+            for j, label in enumerate(pred):
+                scan = dataset.scans[i + j]
+                spacing = scan.spacing if dataset.cfg.spatial == "crop" else None
+                save_nifti(out_dir / f"{scan.scan_id}.nii.gz", label, spacing)
+    return 1000 * (time.perf_counter() - start) / max(1, len(dataset))
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
+    """Train, predict and score one run; return its folder."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+
+    from ssnet.engine.module import SegmentationModule
+
+    quiet_lightning()
+    shash = ensure_split(cfg)
+    chash = config_hash(cfg)
+    method = cfg.get("method") or cfg.model.key
+    name = cfg.run_name or f"{method}-{cfg.profile.name}-s{cfg.seed}-{chash}"
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = build_model(cfg)  # validates the model config before a folder is made
+    run_dir, resuming = acquire_run_dir(cfg.run_root, name)
+    try:
+        hydra_dir = run_dir / ".hydra"
+        atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+        atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
+        n_params = sum(p.numel() for p in model.parameters())
+        write_status(run_dir, status="running", method=method, model=cfg.model.name, seed=int(cfg.seed),
+                     config_hash=chash, split_hash=shash, params=n_params, data_dir=str(Path(cfg.data.dir).resolve()))
+
+        ccfg = clip_config(cfg)
+        max_scans = cfg.data.get("max_scans")
+        train_ds = CineDataset(cfg.data.dir, "train", ccfg, augment=bool(cfg.data.augment), max_scans=max_scans)
+        val_ds = CineDataset(cfg.data.dir, "val", ccfg, max_scans=max_scans)
+        t = cfg.train
+        accumulate = int(t.accumulate_grad_batches)
+        start_step = 0
+        if resuming:
+            start_step = int(torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]) * accumulate
+        sampler = StepBatchSampler(len(train_ds), int(t.batch_size), int(cfg.seed), int(t.max_steps) * accumulate, start_step)
+        loader_kw: dict[str, Any] = {"num_workers": int(t.num_workers), "persistent_workers": int(t.num_workers) > 0}
+        train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, **loader_kw)
+        val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t.batch_size), **loader_kw)
+
+        ckpt_dir = run_dir / "checkpoints"
+        best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
+                               save_weights_only=True, enable_version_counter=False)
+        last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=int(t.checkpoint_every), save_top_k=1, enable_version_counter=False)
+        callbacks: list[Any] = [best, last]
+        if t.progress_bar:
+            callbacks.append(TQDMProgressBar(refresh_rate=10))
+        if os.environ.get("SSNET_FAULT_KILL_AT_STEP"):
+            callbacks.append(KillAtStep(int(os.environ["SSNET_FAULT_KILL_AT_STEP"])))
+        val_every = min(int(t.val_every), int(t.max_steps))
+        trainer = L.Trainer(
+            max_steps=int(t.max_steps), accelerator=str(t.accelerator), devices=t.devices, strategy=str(t.strategy),
+            precision=precision_for(cfg), val_check_interval=val_every, check_val_every_n_epoch=None,
+            num_sanity_val_steps=0, accumulate_grad_batches=int(t.accumulate_grad_batches),
+            deterministic=bool(t.deterministic), callbacks=callbacks, logger=False,
+            enable_progress_bar=bool(t.progress_bar), enable_model_summary=False, default_root_dir=str(run_dir),
+        )
+        module = SegmentationModule(model, cfg, run_label=f"{name} (config {run_dir / '.hydra' / 'config.yaml'})")
+        ckpt = str(ckpt_dir / "last.ckpt") if resuming else None
+        if resuming:
+            print(f"resuming {run_dir} from {ckpt}", file=sys.stderr)
+        start = time.perf_counter()
+        trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
+        train_s = time.perf_counter() - start
+
+        best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
+        state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+        device = torch.device("cuda" if torch.cuda.is_available() and str(t.accelerator) != "cpu" else "cpu")
+        test_ds = CineDataset(cfg.data.dir, "test", ccfg, max_scans=max_scans)
+        ms_per_clip = predict_test(module, test_ds, run_dir / "predictions", int(t.batch_size), device)
+
+        from ssnet.evaluation.score import score_predictions
+        from ssnet.io import atomic_write_csv
+
+        per_case = score_predictions(
+            cfg.data.dir, run_dir / "predictions", split="test", protocol="both", method=method, seed=int(cfg.seed),
+            spatial=str(cfg.data.spatial), checkpoint=str(best_path.relative_to(run_dir)), config_hash=chash,
+        )
+        atomic_write_csv(per_case, run_dir / "per_case.csv")
+        if best_path.name != "last.ckpt":
+            (ckpt_dir / "last.ckpt").unlink(missing_ok=True)  # resume state is not needed once the run is done
+        mvo = per_case[(per_case["protocol"] == "paper") & (per_case["class_id"] == 3) & (per_case["metric"] == "dice")]
+        write_status(run_dir, status="done", steps=int(trainer.global_step), train_seconds=round(train_s, 1),
+                     ms_per_clip=round(ms_per_clip, 2), best_checkpoint=str(best_path.relative_to(run_dir)),
+                     test_mvo_dice_paper=float(np.mean(mvo["value"])) if len(mvo) else None, n_test=len(test_ds))
+    finally:
+        release(run_dir)
+    return run_dir
+
+
+def main(argv: list[str]) -> int:
+    """CLI: ``ssnet train [key=value ...]``; prints the run folder as its last line."""
+    parser = argparse.ArgumentParser(
+        prog="ssnet train",
+        description="Train one model. Overrides are Hydra syntax: model=NAME profile=smoke|quick|paper data.dir=DIR seed=N ...",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=unet profile=quick seed=1")
+    parser.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    args = parser.parse_args(argv)
+    cfg = compose(args.overrides)
+    if args.cfg:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run_dir = train(cfg, args.overrides)
+    print(run_dir)
+    return 0

@@ -1,0 +1,40 @@
+"""How an image (2-D) network reads a clip: ``stack``, ``frame`` or ``mean`` (baselines reference).
+
+* ``stack`` (default): the T frames become input channels.
+* ``frame``: only frame T//2 is used.
+* ``mean``: each frame runs separately and the per-frame probabilities are averaged
+  (returned as log-probabilities, so softmax of the output is the mean probability).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+CLIP_MODES = ("stack", "frame", "mean")
+
+
+def image_in_channels(clip_mode: str, frames: int, in_channels: int = 1) -> int:
+    """Input channels of the 2-D network for ``clip_mode``."""
+    if clip_mode not in CLIP_MODES:
+        raise ValueError(f"unknown clip_mode {clip_mode!r}; available: {', '.join(CLIP_MODES)}")
+    return frames * in_channels if clip_mode == "stack" else in_channels
+
+
+class ImageClipAdapter(nn.Module):
+    """Wrap a 2-D segmentation network ``(B, C, H, W) → (B, K, H, W)`` to take clips ``(B, T, C, H, W)``."""
+
+    def __init__(self, net: nn.Module, clip_mode: str = "stack") -> None:
+        super().__init__()
+        image_in_channels(clip_mode, 1)  # validates
+        self.net = net
+        self.clip_mode = clip_mode
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = frames.shape
+        if self.clip_mode == "stack":
+            return self.net(frames.reshape(b, t * c, h, w))
+        if self.clip_mode == "frame":
+            return self.net(frames[:, t // 2])
+        logits = self.net(frames.reshape(b * t, c, h, w))
+        probs = logits.float().softmax(1).reshape(b, t, -1, h, w).mean(1)
+        return probs.clamp_min(1e-8).log()
