@@ -170,7 +170,7 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path, out_dir
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ssnet reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=sorted(JOBS))
-    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper", "authors_code"])
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0 for quick/smoke, 0,1,2 for paper)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset folder (default: the phantom in data/phantom)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/<profile>)")

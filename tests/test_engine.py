@@ -97,7 +97,7 @@ def test_nan_loss_stops_with_step_and_config(tiny_split_dataset: Path, tmp_path:
 @pytest.mark.parametrize(
     ("override", "message"),
     [("model=nope", "bad config override"), ("data.nokey=1", "bad config override"),
-     ("model.options.bogus=1", "unknown option(s) bogus")],
+     ("+model.options.bogus=1", "unknown option(s) bogus"), ("model.options.bogus=1", "bad config override")],
 )
 def test_bad_config_is_one_clear_line(tiny_split_dataset: Path, tmp_path: Path, override: str, message: str, capsys) -> None:
     code, _, err = _train_here(capsys, tiny_split_dataset, tmp_path / "runs", override)

@@ -189,7 +189,10 @@ def test_mvo_sector_does_not_thicken(difficulty):
         thick = scan.thickening()
         i_mvo = scan._lut(np.array(scan.mvo_centre))
         healthy = np.abs(((scan.angles - scan.infarct_centre + np.pi) % (2 * np.pi)) - np.pi) > math.radians(90)
-        assert abs(thick[i_mvo]) < 0.10, thick[i_mvo]
+        if difficulty == "paper":  # akinetic core: no thickening
+            assert abs(thick[i_mvo]) < 0.10, thick[i_mvo]
+        else:  # dyskinetic core: slight systolic thinning
+            assert -0.15 < thick[i_mvo] < 0.0, thick[i_mvo]
         assert thick[healthy].min() >= 0.30
         # the infarct rim (outside the MVO) is hypokinetic: in between
         assert thick[i_mvo] < np.median(thick[healthy]) * 0.5

@@ -106,19 +106,28 @@ defaults); infarct covers that block plus up to one slice on each side (MVO-free
 subjects: 30-70 % of their slices).
 
 Difficulty presets (drawn uniformly in the ranges; ``*_kinesis`` = contraction relative
-to healthy; MVO area = share of the slice's myocardium, approximate):
+to healthy, 1 = normal, 0 = akinetic, < 0 = dyskinetic). MVO / infarct area = share of
+the myocardium of a positive slice, median (p10-p90) over the default cohort at 224:
 
-=============  =================  ===============  ===============  ==============  ========
-preset         MVO half-width     MVO depth        MVO kinesis      infarct kinesis SNR
-=============  =================  ===============  ===============  ==============  ========
-easy           25-40 deg (~9 %)   60-85 % of wall  -0.15 .. -0.06   0.15-0.35       25-40
-paper          10-20 deg (~2.5 %) 30-50 % of wall  -0.05 .. +0.03   0.30-0.60       14-26
-hard           6-12 deg (~1 %)    25-40 % of wall   0.00 .. +0.08   0.45-0.75        8-15
-=============  =================  ===============  ===============  ==============  ========
+=======  ==============  ============  ==============  ===============  =====  ===================  ==================
+preset   MVO half-width  MVO depth     MVO kinesis     infarct kinesis  SNR    MVO area             infarct area
+=======  ==============  ============  ==============  ===============  =====  ===================  ==================
+easy     30-45 deg       65-90 % wall  -0.20 .. -0.08  0.45-0.70        25-40  8.8 % (6.0-12.2)     19 % (9-31)
+paper    12-22 deg       30-55 % wall  -0.05 .. +0.03  0.30-0.60        14-26  2.4 % (1.6-3.5)      15 % (7-25)
+hard     6-12 deg        25-40 % wall   0.00 .. +0.10  0.15-0.40         8-15  1.0 % (0.6-1.4)      13 % (6-23)
+=======  ==============  ============  ==============  ===============  =====  ===================  ==================
 
-Infarct half-width: easy 45-70, paper 30-55, hard 25-50 deg; transmurality 40-100 %
-(easy 50-100 %). Slices at the infarct's longitudinal edges get 60-85 % of the width
-and depth; MVO slices away from the core 60-95 % of the MVO width.
+MVO pixels per positive scan at 224 (median, p10-p90): easy 55 (35-77), paper 15
+(10-23), hard 6 (4-9); the myocardium has ~585 pixels (1.61 mm spacing).
+
+``easy``: a big, clearly dyskinetic MVO core inside a mildly hypokinetic infarct, low
+noise (learnable within a short CPU budget). ``paper``: a realistic small akinetic core
+(about 1-4 % of the slice's myocardium) inside a hypokinetic infarct. ``hard``: a tiny
+core inside a severely hypokinetic infarct (little motion contrast between the two),
+high noise. Infarct half-width: easy 55-85, paper 40-70, hard 35-65 deg; transmurality
+50-100 % at its centre, tapering to 35 % of that at its angular edges. Slices at the
+infarct's longitudinal edges get 60-85 % of its width and depth; MVO slices away from the
+core slice 60-95 % of the MVO width. The MVO half-width is capped at the infarct's minus 10 deg (nested sectors).
 """
 from __future__ import annotations
 
@@ -142,14 +151,14 @@ TWO_PI = 2.0 * math.pi
 
 PRESETS: dict[str, dict[str, tuple[float, float]]] = {
     "easy": dict(
-        infarct_half_deg=(45, 70), infarct_transmural=(0.5, 1.0), infarct_kinesis=(0.15, 0.35),
-        mvo_half_deg=(25, 40), mvo_transmural=(0.6, 0.85), mvo_kinesis=(-0.15, -0.06), snr=(25, 40)),
+        infarct_half_deg=(55, 85), infarct_transmural=(0.5, 1.0), infarct_kinesis=(0.45, 0.70),
+        mvo_half_deg=(30, 45), mvo_transmural=(0.65, 0.9), mvo_kinesis=(-0.20, -0.08), snr=(25, 40)),
     "paper": dict(
-        infarct_half_deg=(30, 55), infarct_transmural=(0.4, 1.0), infarct_kinesis=(0.30, 0.60),
-        mvo_half_deg=(10, 20), mvo_transmural=(0.3, 0.5), mvo_kinesis=(-0.05, 0.03), snr=(14, 26)),
+        infarct_half_deg=(40, 70), infarct_transmural=(0.5, 1.0), infarct_kinesis=(0.30, 0.60),
+        mvo_half_deg=(12, 22), mvo_transmural=(0.3, 0.55), mvo_kinesis=(-0.05, 0.03), snr=(14, 26)),
     "hard": dict(
-        infarct_half_deg=(25, 50), infarct_transmural=(0.4, 1.0), infarct_kinesis=(0.45, 0.75),
-        mvo_half_deg=(6, 12), mvo_transmural=(0.25, 0.4), mvo_kinesis=(0.0, 0.08), snr=(8, 15)),
+        infarct_half_deg=(35, 65), infarct_transmural=(0.5, 1.0), infarct_kinesis=(0.15, 0.40),
+        mvo_half_deg=(6, 12), mvo_transmural=(0.25, 0.4), mvo_kinesis=(0.0, 0.10), snr=(8, 15)),
 }
 DIFFICULTIES = tuple(PRESETS)
 TERRITORIES = {  # name: (centre angle in image coordinates [deg, 0 = right, 90 = down], probability, longitudinal position)
@@ -610,6 +619,22 @@ def _scan_id(subject: SubjectPlan, sl: SlicePlan) -> str:
     return f"{subject.subject_id}_sl{sl.slice_index:02d}"
 
 
+def _worker_init() -> None:
+    """Keep freed memory in the worker's heap (glibc): the per-scan arrays are reused, not re-faulted.
+
+    Only the pool's worker processes are tuned; without glibc this does nothing.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        libc.mallopt(-2, 64 << 20)  # M_TOP_PAD
+    except (OSError, AttributeError):
+        pass
+
+
 def _render_job(job: tuple) -> dict:
     out_dir, subj, sl, size, frames, contrast, healthy, seed = job
     from ssnet.io import save_nifti
@@ -714,7 +739,7 @@ def generate_phantom(out_dir, *, subjects: int = PAPER_SUBJECTS, size: int = 224
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init) as pool:
             stats = list(pool.map(_render_job, jobs, chunksize=4))
 
     for sid in sorted(old_scans - {s["scan_id"] for s in stats}):

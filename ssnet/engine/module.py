@@ -72,7 +72,7 @@ class SegmentationModule(L.LightningModule):
             opt = torch.optim.AdamW(self.parameters(), lr=t.lr)
         else:
             raise SsnetError(f"train.optimizer: unknown optimiser {t.optimizer!r}; available: adam, adamw")
-        steps = max(1, int(t.max_steps))
+        steps = max(1, int(t.max_steps))  # optimiser steps (Lightning's global_step)
         if t.scheduler == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.0)
         elif t.scheduler == "onecycle":
