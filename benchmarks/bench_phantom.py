@@ -19,6 +19,23 @@ import time
 from pathlib import Path
 
 
+def _cpu_per_scan(a: argparse.Namespace, n: int) -> float:
+    """CPU seconds per scan for the first ``n`` scans, rendered and written in this process."""
+    from ssnet.data.phantom import _render_job, _worker_init, plan_cohort
+
+    _worker_init()
+    with tempfile.TemporaryDirectory(prefix="bench_phantom_cpu_") as d:
+        jobs = [(d, subj, sl, a.size, a.frames, 0.0, False, a.seed)
+                for subj in plan_cohort(a.subjects, a.seed, a.difficulty) for sl in subj.slices][: n + 1]
+        (Path(d) / "cines").mkdir()
+        (Path(d) / "labels").mkdir()
+        _render_job(jobs[0])  # warm-up (imports, allocator)
+        t0 = time.process_time()
+        for job in jobs[1:]:
+            _render_job(job)
+        return (time.process_time() - t0) / max(1, len(jobs) - 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ssnet.data.phantom import generate_phantom
 
@@ -30,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--difficulty", default="paper")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", type=Path, help="keep the dataset here (default: a temporary folder, removed)")
+    p.add_argument("--cpu-sample", type=int, default=24,
+                   help="also time this many scans in-process (CPU seconds), to estimate an idle-machine run")
     a = p.parse_args(argv)
 
     tmp = None
@@ -59,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mvo_px per positive scan: median={q(mvo_px, 0.5)} p10={q(mvo_px, 0.1)} p90={q(mvo_px, 0.9)} "
                   f"mean={sum(mvo_px) / len(mvo_px):.1f}")
             print(f"mvo share of myocardium: median={q(share, 0.5):.3f} p10={q(share, 0.1):.3f} p90={q(share, 0.9):.3f}")
+        if a.cpu_sample > 0:
+            cpu_per_scan = _cpu_per_scan(a, n=min(a.cpu_sample, summ["scans"]))
+            print(f"cpu_s_per_scan={cpu_per_scan:.3f} (render + label + write, one process); "
+                  f"estimated idle-machine seconds with {workers} workers: {cpu_per_scan * summ['scans'] / workers:.1f}")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -163,7 +163,8 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path, out_dir
     written.update(tables.write_table(kind, per_case, rows, ours, out_dir, stem=kind, with_paper=with_paper))
     if ours is not None and len(jobs) > 1:
         written["stats"] = out_dir / f"{kind}_stats.csv"
-        atomic_write_csv(stats.paired_stats(per_case, ours), written["stats"])
+        both = [stats.paired_stats(per_case, ours, protocol=p) for p in ("paper", "strict")]
+        atomic_write_csv(pd.concat(both, ignore_index=True), written["stats"])
     return written
 
 

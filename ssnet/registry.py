@@ -69,16 +69,24 @@ def register(
 
 
 def discover() -> None:
-    """Import ``ssnet.models`` and every module of ``baselines`` (idempotent)."""
+    """Import ``ssnet.models`` and every module of ``baselines`` (idempotent).
+
+    A module that fails to import raises ``ImportError`` naming it; the next call retries.
+    """
     global _discovered
     if _discovered:
         return
-    _discovered = True
     for package_name in ("ssnet.models", "baselines"):
         package = importlib.import_module(package_name)
         for info in pkgutil.iter_modules(package.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{package_name}.{info.name}")
+            if info.name.startswith("_"):
+                continue
+            module = f"{package_name}.{info.name}"
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ImportError(f"model module {module} failed to import: {exc}") from exc
+    _discovered = True
 
 
 def get(name: str) -> ModelEntry:

@@ -20,6 +20,7 @@ from ssnet.models.ssnet_temporal import TemporalConv, build_temporal_convs, temp
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 VARIANTS = ["ssnet", "ssnet_static_only", "ssnet_late_fusion", "ssnet_motion_guided", "ssnet_no_refinement"]
 TINY = dict(num_classes=4, in_channels=1, img_size=64, backbone="resnet18")
+SMALL = dict(TINY, img_size=32)  # where the spatial size is not the point (N₁ = 256 tokens)
 
 
 def n_params(module: nn.Module | None) -> int:
@@ -41,23 +42,24 @@ def clip(b: int = 2, t: int = 5, size: int = 64, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("frames", [5, 10, 15, 30])
 def test_output_shapes(frames: int, attention: str) -> None:
     torch.manual_seed(0)
-    model = build_ssnet(frames=frames, attention=attention, **TINY).eval()
+    model = build_ssnet(frames=frames, attention=attention, **SMALL).eval()
     with torch.no_grad():
-        out = model(clip(1, frames))
+        out = model(clip(1, frames, 32))
     assert isinstance(out, SegOutput)
-    assert out.logits.shape == (1, 4, 64, 64)
-    assert out.aux["coarse_logits"].shape == (1, 4, 64, 64)
-    assert out.aux["uncertainty"].shape == (1, 1, 64, 64)
+    assert out.logits.shape == (1, 4, 32, 32)
+    assert out.aux["coarse_logits"].shape == (1, 4, 32, 32)
+    assert out.aux["uncertainty"].shape == (1, 1, 32, 32)
+    assert out.aux["refinement"].shape == (1, 4, 32, 32)
     assert torch.isfinite(out.logits).all()
 
 
 @pytest.mark.parametrize("frames", [2, 7])
 def test_any_frame_count(frames: int) -> None:
-    model = build_ssnet(frames=frames, attention="shared", **TINY).eval()
+    model = build_ssnet(frames=frames, attention="shared", **SMALL).eval()
     with torch.no_grad():
-        assert model(clip(1, frames)).logits.shape == (1, 4, 64, 64)
+        assert model(clip(1, frames, 32)).logits.shape == (1, 4, 32, 32)
     with pytest.raises(ValueError, match="built for T"):
-        model(clip(1, frames + 1))
+        model(clip(1, frames + 1, 32))
 
 
 def test_registry_entry() -> None:
@@ -96,7 +98,6 @@ def test_reference_parameter_counts() -> None:
     assert n_params(paired.head) == 1_160 and n_params(paired.refiner) == 55_970
     assert n_params(paired) == 279_220_775
     assert n_params(meta_model(frames=10, attention="shared", refine_head="paired")) == 78_392_615
-    stage = [n_params(m) for m in GuidedCrossAttention.__mro__[:0]]  # noqa: F841 - placeholder for clarity
     per_stage = [n_params(meta_model(frames=10, attention="shared").attention[k]) for k in range(5)]
     assert per_stage == [16_640, 263_168, 1_050_624, 4_198_400, 16_785_408]
 
@@ -148,15 +149,15 @@ def test_ablation_row_trains_one_step(variant: str, tmp_path: Path) -> None:
     a = cfg.ablation
     assert (a.static_encoder, a.motion_encoder, a.guided_decoder, a.uncertainty_refinement) == EXPECTED_ROWS[variant]
     torch.manual_seed(0)
-    model = registry.build(cfg.name, frames=5, num_classes=4, in_channels=1, img_size=64,
+    model = registry.build(cfg.name, frames=3, num_classes=4, in_channels=1, img_size=32,
                            **cfg.options, backbone="resnet18")
     assert (model.static_encoder is not None) == a.static_encoder
     assert (model.motion_encoder is not None) == a.motion_encoder
     assert (model.attention is not None) == a.guided_decoder
     assert (model.refiner is not None) == a.uncertainty_refinement
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    target = torch.randint(0, 4, (2, 64, 64))
-    out = model(clip(2, 5))
+    target = torch.randint(0, 4, (2, 32, 32))
+    out = model(clip(2, 3, 32))
     loss = model.loss(out, target)
     assert torch.isfinite(loss)
     loss.backward()
@@ -169,8 +170,8 @@ def test_ablation_row_trains_one_step(variant: str, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ gradients
 def _encoder_grads(model: SSNet) -> tuple[bool, bool]:
     model.zero_grad(set_to_none=True)
-    out = model(clip(2, 5))
-    model.loss(out, torch.randint(0, 4, (2, 64, 64))).backward()
+    out = model(clip(2, 3, 32))
+    model.loss(out, torch.randint(0, 4, (2, 32, 32))).backward()
 
     def has(m: nn.Module) -> bool:
         return any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
@@ -180,12 +181,12 @@ def _encoder_grads(model: SSNet) -> tuple[bool, bool]:
 
 def test_gradients_reach_both_encoders() -> None:
     torch.manual_seed(0)
-    assert _encoder_grads(build_ssnet(frames=5, **TINY)) == (True, True)
+    assert _encoder_grads(build_ssnet(frames=3, **SMALL)) == (True, True)
 
 
 def test_motion_defect_leaves_motion_encoder_unused() -> None:
     torch.manual_seed(0)
-    model = build_ssnet(frames=5, reproduce_motion_defect=True, **TINY)
+    model = build_ssnet(frames=3, reproduce_motion_defect=True, **SMALL)
     assert n_params(model.motion_encoder) > 0  # built, counted, unused
     assert _encoder_grads(model) == (True, False)
     assert all(p.grad is None for p in model.motion_encoder.parameters())
@@ -194,9 +195,9 @@ def test_motion_defect_leaves_motion_encoder_unused() -> None:
 # ----------------------------------------------------------- refinement, loss
 def test_uncertainty_and_refined_logits() -> None:
     torch.manual_seed(0)
-    model = build_ssnet(frames=5, **TINY).eval()
+    model = build_ssnet(frames=3, **SMALL).eval()
     with torch.no_grad():
-        out = model(clip(2, 5))
+        out = model(clip(2, 3, 32))
     u = out.aux["uncertainty"]
     assert (u > 0).all() and (u <= 1).all()
     expected = out.aux["coarse_logits"] + u * out.aux["refinement"]  # Eq. 6: softmax(M + U·E)
@@ -207,12 +208,12 @@ def test_uncertainty_and_refined_logits() -> None:
 
 def test_paired_head() -> None:
     torch.manual_seed(0)
-    model = build_ssnet(frames=5, refine_head="paired", **TINY)
-    out = model(clip(2, 5))
-    assert out.logits.shape == (2, 4, 64, 64) and out.aux["refinement"].shape == (2, 4, 2, 64, 64)
+    model = build_ssnet(frames=3, refine_head="paired", **SMALL)
+    out = model(clip(2, 3, 32))
+    assert out.logits.shape == (2, 4, 32, 32) and out.aux["refinement"].shape == (2, 4, 2, 32, 32)
     u = out.aux["uncertainty"]
     assert (u >= math.exp(1 - math.e) - 1e-6).all() and (u <= 1).all()  # softmax of probabilities
-    loss = model.loss(out, torch.randint(0, 4, (2, 64, 64)))
+    loss = model.loss(out, torch.randint(0, 4, (2, 32, 32)))
     loss.backward()
     assert torch.isfinite(loss)
 
@@ -327,30 +328,33 @@ def test_local_encoder_weights(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- overfit
 def moving_ring_clips(n: int = 4, t: int = 5, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rings whose radius pulses over time except a fixed 'MVO' sector; label = myocardium/infarct/MVO."""
-    yy, xx = torch.meshgrid(torch.arange(size) - size / 2, torch.arange(size) - size / 2, indexing="ij")
-    r, theta = torch.hypot(yy, xx), torch.atan2(yy, xx)
+    """Rings that pulse over time except a fixed, slightly darker 'lesion' sector; label = myocardium 1,
+    outer half of the sector infarct 2, inner half MVO 3 (a toy for plumbing, not the phantom)."""
+    half = size / 2
+    yy, xx = torch.meshgrid(torch.arange(size) - half, torch.arange(size) - half, indexing="ij")
+    r, theta = torch.hypot(yy, xx) / half, torch.atan2(yy, xx)
     frames, labels = [], []
     for i in range(n):
-        sector = (theta - (i * 1.5 - 2.0)).remainder(2 * math.pi) < 1.2
+        sector = (theta - (i * 1.6 - 2.4)).remainder(2 * math.pi) < 2.0
         seq = []
         for j in range(t):
             squeeze = 1 - 0.25 * math.sin(math.pi * j / t)
-            inner = torch.where(sector, torch.tensor(9.0), torch.tensor(9.0 * squeeze))
-            seq.append(torch.where(r < inner, 1.5, torch.where(r < 18, 0.3, -1.0)))
+            inner = torch.where(sector, torch.tensor(0.3), torch.tensor(0.3 * squeeze))
+            wall = torch.where(sector, torch.tensor(0.0), torch.tensor(0.6))
+            seq.append(torch.where(r < inner, 1.5, torch.where(r < 0.6, wall, -1.0)))
         frames.append(torch.stack(seq)[:, None])
-        label = ((r >= 9) & (r < 18)).long()
+        label = ((r >= 0.3) & (r < 0.6)).long()
         label[(label == 1) & sector] = 2
-        label[(label == 2) & (r < 13)] = 3
+        label[(label == 2) & (r < 0.45)] = 3
         labels.append(label)
     return torch.stack(frames), torch.stack(labels)
 
 
 def test_overfit_four_clips() -> None:
     torch.manual_seed(0)
-    x, y = moving_ring_clips()
-    model = build_ssnet(frames=5, **TINY)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = moving_ring_clips(n=4, t=2, size=64)
+    model = build_ssnet(frames=2, **TINY)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     losses = []
     for _ in range(30):
         opt.zero_grad(set_to_none=True)

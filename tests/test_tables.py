@@ -174,3 +174,12 @@ def test_tables_cli(tmp_path, per_case_t1, capsys):
     # twice the same file → overlap error
     assert cli_main(["tables", "--kind", "table1", "--per-case", files[0], files[0], "--out", str(out)]) == 1
     assert "overlap" in capsys.readouterr().err
+
+
+def test_snake_case_column_keys_are_display_names(tmp_path, per_case_t1):
+    rows = [TableRow("unet", "UNet", {"input": "Image", "params_m": "31.0", "ms_per_clip": "5.0"}),
+            TableRow("ssnet", "SSNet", {"input": "Video", "params_m": "279.1", "ms_per_clip": "41.0"})]
+    table = tables.build_table("table1", per_case_t1, rows, "ssnet", "paper", with_paper=True, paper_dir=PAPER_DIR)
+    assert table.header[:2] == ["Method", "Input"] and table.header[-2:] == ["Params (M)", "ms/clip"]
+    assert table.rows[1][1].text == "Video" and table.rows[1][-2].text == "279.1"
+    assert table.rows[-1][1].text == "Video"  # the paper rows fill the same Input column

@@ -132,7 +132,7 @@ def split_hash(data_dir: str | Path) -> str:
 def scans_in_split(data_dir: str | Path, part: str) -> list[Scan]:
     """The scans of one split part (``train``, ``val`` or ``test``), in split-file order."""
     if part not in SPLITS:
-        raise ValueError(f"unknown split {part!r}; available: {', '.join(SPLITS)}")
+        raise input_error(Path(data_dir) / "split.csv", f"unknown split part {part!r}; available: {', '.join(SPLITS)}")
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
     split = read_split(data_dir, manifest)

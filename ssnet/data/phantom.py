@@ -69,7 +69,8 @@ Anatomy (bSSFP-like, signal relative to blood = 1): bright LV/RV blood pools (~1
 LV myocardium (~0.3, per-scan jitter), thin RV free wall, two papillary muscles in mid
 slices, pericardial and subcutaneous fat (~0.8), chest-wall muscle, mediastinum, dark
 lungs, descending aorta, spine; soft tissue edges of 1.4 pixel width (partial volume),
-a smooth multiplicative bias field (linear + quadratic, up to ~+-8 % over the FOV), a
+a smooth multiplicative bias field (linear + quadratic terms, each up to +-8 % at the
+FOV edge, a few % across the heart), a
 small blood-signal modulation over the cycle, then Rician noise (magnitude of complex
 Gaussian noise) at a per-scan SNR (blood signal / noise sigma), stored as uint8 with
 blood ~ 200.
@@ -296,7 +297,7 @@ def plan_cohort(subjects: int = PAPER_SUBJECTS, seed: int = 0, difficulty: str =
             v = rng.random(24)
             has_inf = inf_lo <= k < inf_hi
             has_mvo = k in mvo_block
-            central = has_mvo or (not subj.has_mvo and k == core) or (k == core)
+            central = has_mvo or k == core
             edge = 1.0 if central else _lerp(v[0], (0.6, 0.85))
             mvo_factor = 1.0 if k == core else _lerp(v[1], (0.6, 0.95))
             inf_half = infarct_half * edge
@@ -395,7 +396,9 @@ class PhantomScan:
         d_inf, d_mvo = _angdiff(a, inf_c), _angdiff(a, mvo_c)
         # label depth (fraction of the wall from the endocardium)
         x = np.clip(1.0 - (d_inf / max(inf_h, 1e-9)) ** 2, 0.0, None)
-        self.infarct_depth = np.where(np.abs(d_inf) < inf_h, sl.infarct_transmural * (0.35 + 0.65 * np.sqrt(x)), 0.0) if sl.has_infarct else np.zeros_like(a)
+        self.infarct_depth = np.zeros_like(a)
+        if sl.has_infarct:
+            self.infarct_depth = np.where(np.abs(d_inf) < inf_h, sl.infarct_transmural * (0.35 + 0.65 * np.sqrt(x)), 0.0)
         y = np.clip(1.0 - (d_mvo / max(mvo_h, 1e-9)) ** 2, 0.0, None)
         self.mvo_depth = np.where(np.abs(d_mvo) < mvo_h, sl.mvo_transmural * np.sqrt(y), 0.0) if sl.has_mvo else np.zeros_like(a)
         self.mvo_depth = np.minimum(self.mvo_depth, self.infarct_depth)
@@ -518,7 +521,8 @@ class PhantomScan:
         put(_soft_inside(ellipse_d(0, 12, 150 * bs, 110 * bs), eps), sl.fat)
         put(_soft_inside(ellipse_d(0, 12, 140 * bs, 100 * bs), eps), 0.33)
         put(_soft_inside(ellipse_d(0, 10, 122 * bs, 82 * bs), eps), 0.06)  # lungs
-        put(_soft_inside(ellipse_d(self.centre[0] - 14, self.centre[1] + 4, 62, 50, math.radians(subj.orientation_deg)), eps), 0.40)
+        mediastinum = ellipse_d(self.centre[0] - 14, self.centre[1] + 4, 62, 50, math.radians(subj.orientation_deg))
+        put(_soft_inside(mediastinum, eps), 0.40)
         put(_soft_inside(np.hypot(X + 20, Y - 60) - 11, eps), 0.95)  # descending aorta
         put(_soft_inside(np.hypot(X - 2, Y - 86) - 16, eps), 0.45)  # vertebral body
         # heart: relative to LV centre
@@ -687,6 +691,13 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _up_to_date(out: Path, args: dict) -> bool:
+    """True when ``out`` holds a complete phantom dataset generated with ``args``."""
+    old = _read_json(out / "dataset.json") if (out / "dataset.json").is_file() else None
+    return (old is not None and old.get("generator") == __name__ and old.get("version") == PHANTOM_VERSION
+            and old.get("arguments") == args and (out / "manifest.csv").is_file())
+
+
 def generate_phantom(out_dir, *, subjects: int = PAPER_SUBJECTS, size: int = 224, frames: int = 30, seed: int = 0,
                      difficulty: str = "paper", contrast: float = 0.0, workers: int | None = None,
                      healthy_lesion_motion: bool = False, force: bool = False) -> Path:
@@ -706,11 +717,9 @@ def generate_phantom(out_dir, *, subjects: int = PAPER_SUBJECTS, size: int = 224
         raise input_error(out, "exists and is not a folder")
     old_scans: set[str] = set()
     if out.is_dir() and any(out.iterdir()):
-        old = _read_json(meta_path) if meta_path.is_file() else None
-        same = (old is not None and old.get("generator") == __name__ and old.get("version") == PHANTOM_VERSION
-                and old.get("arguments") == args and (out / "manifest.csv").is_file())
-        if same:
+        if _up_to_date(out, args):
             return out
+        old = _read_json(meta_path) if meta_path.is_file() else None
         if not force:
             if old is not None and old.get("generator") == __name__:
                 diff = sorted(k for k in args if old.get("arguments", {}).get(k) != args[k])
@@ -718,7 +727,7 @@ def generate_phantom(out_dir, *, subjects: int = PAPER_SUBJECTS, size: int = 224
             elif old is not None:
                 what = "a different dataset (dataset.json from another generator)"
             else:
-                what = "files but no phantom dataset.json"
+                what = "files but no phantom dataset.json (another dataset, or an interrupted run)"
             raise input_error(out, f"already holds {what}; refusing to overwrite (use --force or another --out)")
         if old is not None:
             old_scans = {s.get("scan_id", "") for s in old.get("scans", [])}
@@ -738,7 +747,8 @@ def generate_phantom(out_dir, *, subjects: int = PAPER_SUBJECTS, size: int = 224
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        # forkserver: safe when the caller already runs threads (e.g. torch); fork would be unsafe there
+        ctx = mp.get_context("forkserver") if "forkserver" in mp.get_all_start_methods() else mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_worker_init) as pool:
             stats = list(pool.map(_render_job, jobs, chunksize=4))
 
@@ -768,7 +778,8 @@ def generate_phantom(out_dir, *, subjects: int = PAPER_SUBJECTS, size: int = 224
         "summary": {
             "subjects": len(plan), "scans": len(stats), "mvo_subjects": sum(p.has_mvo for p in plan),
             "mvo_scans": n_pos, "mvo_scan_share": round(n_pos / len(stats), 4),
-            "mvo_px_per_positive_scan_mean": round(float(np.mean([s["mvo_px"] for s in stats if s["has_mvo"]])), 2) if n_pos else 0.0,
+            "mvo_px_per_positive_scan_mean": round(float(np.mean([s["mvo_px"] for s in stats if s["has_mvo"]])), 2)
+            if n_pos else 0.0,
             "mvo_share_of_myocardium_median": round(float(np.median(mvo_share)), 4) if n_pos else 0.0,
         },
         "subjects": [{k: v for k, v in asdict(p).items() if k != "slices"} | {"n_slices": len(p.slices)} for p in plan],
@@ -890,12 +901,15 @@ def main(argv: list[str]) -> int:
         import time
 
         t0 = time.perf_counter()
+        args = _arguments(a.subjects, a.size, a.frames, a.seed, a.difficulty, a.contrast, a.healthy_lesion_motion)
+        up_to_date = a.out.is_dir() and _up_to_date(a.out, args)
         generate_phantom(a.out, subjects=a.subjects, size=a.size, frames=a.frames, seed=a.seed, difficulty=a.difficulty,
                          contrast=a.contrast, workers=a.workers, healthy_lesion_motion=a.healthy_lesion_motion, force=a.force)
         meta = _read_json(a.out / "dataset.json") or {}
         summ = meta.get("summary", {})
+        state = "already up to date" if up_to_date else f"written in {time.perf_counter() - t0:.1f} s"
         print(f"phantom: {summ.get('scans')} scans from {summ.get('subjects')} subjects "
-              f"({summ.get('mvo_scans')} with MVO) in {a.out} [{time.perf_counter() - t0:.1f} s]")
+              f"({summ.get('mvo_scans')} with MVO) in {a.out} ({state})")
     if a.preview is not None:
         render_preview(a.preview, a.out, size=a.size, frames=a.frames, seed=a.seed, difficulty=a.difficulty, contrast=a.contrast)
         print(f"preview: {a.preview}")

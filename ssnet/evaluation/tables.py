@@ -42,6 +42,12 @@ FRAMES_COL = "Frames"
 ABLATION_COLS: tuple[str, ...] = ("Static encoder", "Motion encoder", "Guided decoder", "Uncertainty refinement")
 EFFICIENCY_COLS: tuple[str, ...] = ("Params (M)", "GFLOPs", "ms/clip")
 CHECK, CROSS = "✓", "✗"
+#: snake_case keys accepted in ``TableRow.columns`` and their display names.
+COLUMN_ALIASES: dict[str, str] = {
+    "input": INPUT_COL, "frames": FRAMES_COL, "static_encoder": ABLATION_COLS[0], "motion_encoder": ABLATION_COLS[1],
+    "guided_decoder": ABLATION_COLS[2], "uncertainty_refinement": ABLATION_COLS[3], "params_m": EFFICIENCY_COLS[0],
+    "gflops": EFFICIENCY_COLS[1], "ms_per_clip": EFFICIENCY_COLS[2],
+}  # fmt: skip
 TITLES = {
     "table1": "Table 1: MVO segmentation, methods compared",
     "table2": "Table 2: ablation of the SSNet components",
@@ -64,7 +70,9 @@ P_COLS = {"paper": (("dice", "Dice"), ("jaccard", "Jaccard"), ("hsd", "HSD")),
 @dataclass(frozen=True)
 class TableRow:
     """One table row: the per-case ``method`` name, its display ``label`` and extra text columns
-    (e.g. ``{"Input": "Video"}``, ablation ✓/✗, ``{"Frames": "10"}``, efficiency numbers)."""
+    (e.g. ``{"Input": "Video"}``, ablation ✓/✗, ``{"Frames": "10"}``, efficiency numbers
+    ``Params (M)``/``GFLOPs``/``ms/clip``, shown last). snake_case keys of :data:`COLUMN_ALIASES`
+    (``input``, ``static_encoder``, ``frames``, ``params_m``, ``ms_per_clip`` ...) are accepted too."""
 
     method: str
     label: str
@@ -258,6 +266,7 @@ def build_table(
         raise SsnetError(f"method {missing[0]!r} has no per-case rows; present: {', '.join(sorted(present))}")
     if ours is not None and ours not in {r.method for r in rows}:
         raise SsnetError(f"ours={ours!r} is not one of the table rows")
+    rows = [TableRow(r.method, r.label, {COLUMN_ALIASES.get(k, k): v for k, v in r.columns.items()}) for r in rows]
     methods = [r.method for r in rows]
     data = per_case[per_case["method"].isin(methods) & (per_case["class_id"].astype(int) == MVO)]
     data_p = data[data["protocol"] == protocol]
