@@ -28,7 +28,6 @@ OURS = "ssnet"
 ABLATION_CONFIGS = ["ssnet_static_only", "ssnet_late_fusion", "ssnet_motion_guided", "ssnet_no_refinement", "ssnet"]
 ABLATION_COLUMNS = ["static_encoder", "motion_encoder", "guided_decoder", "uncertainty_refinement"]
 FRAME_COUNTS = [5, 10, 15, 30]
-DEFAULT_DATA = Path("data/phantom")
 
 
 @dataclass
@@ -90,15 +89,15 @@ def table3_jobs() -> list[Job]:
 JOBS = {"table1": table1_jobs, "table2": table2_jobs, "table3": table3_jobs}
 
 
-def ensure_phantom(data_dir: Path) -> None:
-    """Generate the default phantom into ``data_dir`` unless a dataset is already there."""
+def ensure_phantom(data_dir: Path, difficulty: str) -> None:
+    """Generate the default phantom (at ``difficulty``) into ``data_dir`` unless a dataset is already there."""
     if (data_dir / "manifest.csv").exists():
         return
     from ssnet.data.phantom import generate_phantom
 
     start = time.perf_counter()
-    print(f"generating the default phantom in {data_dir} ...", file=sys.stderr)
-    generate_phantom(data_dir)
+    print(f"generating the default phantom ({difficulty}) in {data_dir} ...", file=sys.stderr)
+    generate_phantom(data_dir, difficulty=difficulty)
     print(f"phantom ready in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
@@ -128,15 +127,22 @@ def run_job(job: Job, base: list[str], seed: int) -> Path:
     return train(cfg, overrides)
 
 
-def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path, out_dir: Path, with_paper: bool = True,
+def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, out_dir: Path, with_paper: bool = True,
               extra: list[str] | None = None) -> dict[str, Path]:
-    """Build one paper table end to end; return the written files."""
+    """Build one paper table end to end; return the written files.
+
+    Without ``data_dir`` the profile's default phantom is used (generated once, then cached).
+    """
     from ssnet.evaluation import stats, tables
     from ssnet.evaluation.score import read_per_case
 
     jobs = JOBS[kind]()
-    if data_dir == DEFAULT_DATA or not (data_dir / "manifest.csv").exists():
-        ensure_phantom(data_dir)
+    if data_dir is None:
+        data_cfg = compose([f"profile={profile}", *(extra or [])]).data
+        data_dir = Path(data_cfg.dir)
+        ensure_phantom(data_dir, str(data_cfg.phantom_difficulty))
+    elif not (data_dir / "manifest.csv").exists():
+        raise SsnetError(f"{data_dir / 'manifest.csv'}: dataset not found")
     ensure_paper_split(data_dir)
     base = [f"profile={profile}", f"data.dir={data_dir}", f"run_root={out_dir / 'runs'}"] + list(extra or [])
     frames, efficiency = [], {}
@@ -173,7 +179,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("table", choices=sorted(JOBS))
     parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper", "authors_code"])
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0 for quick/smoke, 0,1,2 for paper)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset folder (default: the phantom in data/phantom)")
+    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: the profile's phantom, data/phantom-<difficulty>)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/<profile>)")
     parser.add_argument("--no-paper", action="store_true", help="omit the paper's published numbers from the tables")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
