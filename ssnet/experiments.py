@@ -151,7 +151,7 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
             run_dir = run_job(job, base, seed)
             frames.append(read_per_case(run_dir / "per_case.csv"))
             info = read_run(run_dir)
-            efficiency.setdefault(job.method, (info.get("params"), info.get("ms_per_clip")))
+            efficiency.setdefault(job.method, (info.get("params"), info.get("gflops_per_clip"), info.get("ms_per_clip")))
     per_case = pd.concat(frames, ignore_index=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"per_case": out_dir / f"{kind}_per_case.csv", "summary": out_dir / f"{kind}_summary.csv"}
@@ -160,9 +160,10 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
     rows = []
     for job in jobs:
         cols = dict(job.columns)
-        params, ms = efficiency.get(job.method, (None, None))
+        params, gflops, ms = efficiency.get(job.method, (None, None, None))
         if kind == "table1" and params:
             cols["params_m"] = f"{params / 1e6:.2f}"
+            cols["gflops"] = f"{gflops:.1f}" if gflops is not None else ""
             cols["ms_per_clip"] = f"{ms:.1f}" if ms is not None else ""
         rows.append(tables.TableRow(job.method, job.label, cols))
     ours = OURS if kind == "table1" else jobs[-1].method if kind == "table2" else None

@@ -1,27 +1,56 @@
-"""``ssnet models [--params]``: one line per registered model."""
+"""``ssnet models [--params] [--flops]``: one line per registered model; size and cost on the meta device."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
 
 from ssnet import registry
 
 
-def count_parameters(name: str, **overrides) -> int:
-    """Parameters of ``name`` at its paper config (frames 10, K 4, 224²), built on the meta device."""
+def paper_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
+    """Builder arguments of ``name`` at the paper config (frames 10, K 4, 224², grey input)."""
     entry = registry.get(name)
-    kwargs = {"frames": 10, "num_classes": 4, "in_channels": 1, "img_size": 224, **entry.paper_config, **overrides}
+    return {"frames": 10, "num_classes": 4, "in_channels": 1, "img_size": 224, **entry.paper_config, **overrides}
+
+
+def model_cost(name: str, kwargs: dict[str, Any], flops: bool = True) -> tuple[int, float | None]:
+    """``(parameters, forward GFLOPs per clip)`` of ``name`` built with ``kwargs`` on the meta device.
+
+    Nothing is allocated: parameters and activations are meta tensors, and
+    ``torch.utils.flop_counter`` counts the forward pass of one clip from shapes alone.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    entry = registry.get(name)
     with torch.device("meta"):
         model = entry.build(**kwargs)
-    return sum(p.numel() for p in model.parameters())
+        clip = torch.empty(1, kwargs["frames"], kwargs.get("in_channels", 1), kwargs["img_size"], kwargs["img_size"])
+    params = sum(p.numel() for p in model.parameters())
+    if not flops:
+        return params, None
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(clip)
+    return params, counter.get_total_flops() / 1e9
+
+
+def count_parameters(name: str, **overrides: Any) -> int:
+    """Parameters of ``name`` at its paper config, built on the meta device."""
+    return model_cost(name, paper_kwargs(name, **overrides), flops=False)[0]
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ssnet models", description=__doc__)
-    parser.add_argument("--params", action="store_true", help="also print the parameter count at the paper config")
+    parser.add_argument("--params", action="store_true", help="print the parameter count at the paper config")
+    parser.add_argument("--flops", action="store_true", help="also print forward GFLOPs per clip at the paper config")
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'ssnet*'")
     args = parser.parse_args(argv)
     for name in registry.names(args.pattern):
-        print(f"{name}\t{count_parameters(name)}" if args.params else name)
+        if not (args.params or args.flops):
+            print(name)
+            continue
+        params, gflops = model_cost(name, paper_kwargs(name), flops=args.flops)
+        print("\t".join([name, str(params)] + ([f"{gflops:.2f}"] if gflops is not None else [])))
     return 0

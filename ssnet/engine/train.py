@@ -121,9 +121,13 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         hydra_dir = run_dir / ".hydra"
         atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
-        n_params = sum(p.numel() for p in model.parameters())
+        from ssnet.engine.config import model_kwargs
+        from ssnet.engine.models_cli import model_cost
+
+        n_params, gflops = model_cost(cfg.model.name, model_kwargs(cfg))
         write_status(run_dir, status="running", method=method, model=cfg.model.name, seed=int(cfg.seed),
-                     config_hash=chash, split_hash=shash, params=n_params, data_dir=str(Path(cfg.data.dir).resolve()))
+                     config_hash=chash, split_hash=shash, params=n_params, gflops_per_clip=round(gflops, 3),
+                     data_dir=str(Path(cfg.data.dir).resolve()))
 
         ccfg = clip_config(cfg)
         max_scans = cfg.data.get("max_scans")

@@ -17,6 +17,18 @@ import torch.nn.functional as F
 FUSION_OPS = ("sum", "prod", "cat", "weighted")
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The autocast dtype where autocast is on for ``x``'s device, else ``x.dtype``.
+
+    The stacked projections add their biases by hand, which autocast does not cover; casting
+    explicitly keeps q, k, v in the low-precision dtype so that fused SDPA kernels apply.
+    """
+    device = x.device.type
+    if device in ("cuda", "cpu", "xpu") and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 class GuidedCrossAttention(nn.Module):
     """``modules`` single-head cross-attention blocks of width ``dim`` (1 per frame, or 1 shared).
 
@@ -78,13 +90,11 @@ class GuidedCrossAttention(nn.Module):
         b, t, c, h, w = motion.shape
         if t != self.frames:
             raise ValueError(f"attention built for T={self.frames}, got T={t}")
-        dtype = query.dtype if not torch.is_autocast_enabled(query.device.type) else torch.get_autocast_dtype(
-            query.device.type
-        )
+        dtype = _compute_dtype(query)
         motion = motion.to(dtype)
         q_in = query.to(dtype).flatten(2).transpose(1, 2)  # (B, N, C)
         kv_in = motion.flatten(3).transpose(2, 3)  # (B, T, N, C)
-        cast = lambda p: p.to(dtype)  # noqa: E731 - autocast does not cover einsum on stacked params uniformly
+        cast = lambda p: p.to(dtype)  # noqa: E731
         if self.shared:
             q = F.linear(q_in, cast(self.q_weight[0]), cast(self.q_bias[0])).unsqueeze(1).expand(b, t, -1, c)
             k = F.linear(kv_in, cast(self.k_weight[0]), cast(self.k_bias[0]))
