@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
@@ -137,9 +138,10 @@ def main() -> None:
         print("    " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in parts.items()))
 
     if not args.skip_cpu_timing:
-        torch.set_num_threads(torch.get_num_threads())
-        print(f"== CPU ms per training step ({torch.get_num_threads()} threads, fp32, T=10, 96²)")
-        results["cpu"] = {}
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"== CPU ms per training step ({torch.get_num_threads()} threads, fp32, T=10, 96²; "
+              f"1-min load average {load:.1f} on {os.cpu_count()} cores)")
+        results["cpu"] = {"threads": torch.get_num_threads(), "load_average_1min": load}
         runs = [("resnet18 batch 8", 8, "resnet18")]
         if not args.skip_resnet50_cpu:
             runs.append(("resnet50 batch 2", 2, "resnet50"))

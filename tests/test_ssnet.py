@@ -167,6 +167,21 @@ def test_ablation_row_trains_one_step(variant: str, tmp_path: Path) -> None:
         assert torch.allclose(loss, multiclass_soft_dice_loss(out.logits, target))
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"fusion_op": "prod"}, {"fusion_op": "cat"}, {"fusion_op": "weighted"}, {"attn_norm": True},
+     {"temporal": "conv3d"}, {"conf_loss_without_refiner": True, "refinement": False},
+     {"use_static": False, "fusion": "late"}],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_code_flags_build_and_train(options: dict) -> None:
+    torch.manual_seed(0)
+    model = build_ssnet(frames=2, attention="shared", **{**SMALL, **options})
+    loss = model.loss(model(clip(2, 2, 32)), torch.randint(0, 4, (2, 32, 32)))
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
 # ------------------------------------------------------------------ gradients
 def _encoder_grads(model: SSNet) -> tuple[bool, bool]:
     model.zero_grad(set_to_none=True)
@@ -204,6 +219,21 @@ def test_uncertainty_and_refined_logits() -> None:
     torch.testing.assert_close(out.logits, expected)
     probs = torch.tensor([[0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]]).T[None, :, :, None]
     torch.testing.assert_close(uncertainty_map(probs).flatten(), torch.tensor([1.0, math.exp(1 - 7)]))
+
+
+def test_refiner_follows_eq_4_5() -> None:
+    from ssnet.models.ssnet_refinement import UncertaintyRefiner
+
+    torch.manual_seed(0)
+    ref = UncertaintyRefiner(feat_channels=6, out_per_class=1)
+    probs = torch.randn(2, 3, 16, 16).softmax(1)
+    feat = torch.randn(2, 6, 16, 16)
+    e = ref(probs, feat)[:, :, 0]
+    for i in range(3):
+        p = probs[:, i : i + 1]
+        r_i = F.avg_pool2d(p * feat, 7, 1, 3) / (F.avg_pool2d(p, 7, 1, 3) + 1e-8)  # Eq. 4, local
+        f_l = ref.conv_out(F.relu(ref.res(ref.conv_in(torch.cat([feat, r_i], 1)))))
+        torch.testing.assert_close(e[:, i : i + 1], F.max_pool2d(p, 7, 1, 3) * f_l)  # Eq. 5
 
 
 def test_paired_head() -> None:

@@ -58,6 +58,12 @@ class UncertaintyRefiner(nn.Module):
         self.res = ResBlock(hidden)
         self.conv_out = nn.Conv2d(hidden, out_per_class, 3, padding=1)
 
+    def _box_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """AvgPool(pool × pool, stride 1, zero padding counted), computed separably (same values)."""
+        pad = self.pool // 2
+        x = F.avg_pool2d(x, (self.pool, 1), stride=1, padding=(pad, 0))
+        return F.avg_pool2d(x, (1, self.pool), stride=1, padding=(0, pad))
+
     def forward(self, probs: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         """Args: probs p ``(B, K, H, W)``; feat F₁ ``(B, C, H, W)``. Returns: E ``(B, K, out, H, W)``."""
         b, k, h, w = probs.shape
@@ -65,8 +71,8 @@ class UncertaintyRefiner(nn.Module):
         probs = probs.to(feat.dtype)
         pad = self.pool // 2
         weighted = (probs[:, :, None] * feat[:, None]).reshape(b, k * c, h, w)
-        num = F.avg_pool2d(weighted, self.pool, stride=1, padding=pad).reshape(b, k, c, h, w)
-        den = F.avg_pool2d(probs, self.pool, stride=1, padding=pad)[:, :, None] + 1e-8
+        num = self._box_mean(weighted).reshape(b, k, c, h, w)
+        den = self._box_mean(probs)[:, :, None] + 1e-8
         ref = num / den
         x = torch.cat([feat[:, None].expand(b, k, c, h, w), ref], dim=2).reshape(b * k, 2 * c, h, w)
         sim = self.conv_out(F.relu(self.res(self.conv_in(x)))).reshape(b, k, self.out_per_class, h, w)
