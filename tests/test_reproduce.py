@@ -19,8 +19,9 @@ def test_table_job_lists() -> None:
     assert model_config("ssnet_static_only")["name"] == "ssnet"
 
 
-def test_reproduce_table1_smoke_and_reuse(tiny_split_dataset: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "results"
+def test_reproduce_table1_smoke_and_reuse(tiny_split_dataset: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = Path("results")  # relative, as reproduce.sh uses it
     extra = ["data.size=32", "data.frames=3", "train.batch_size=4"]
     written = reproduce("table1", "smoke", [0], tiny_split_dataset, out, with_paper=True, extra=extra)
     per_case = pd.read_csv(written["per_case"])

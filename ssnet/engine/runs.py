@@ -68,7 +68,7 @@ def release(run_dir: Path) -> None:
 
 def acquire_run_dir(run_root: str | Path, name: str) -> tuple[Path, bool]:
     """Return ``(run folder, resuming)``: resume an unfinished ``name`` run, else a fresh folder."""
-    root = Path(run_root)
+    root = Path(run_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     for i in range(1, 10_000):
         run_dir = root / (name if i == 1 else f"{name}-{i}")

@@ -1,0 +1,57 @@
+"""GPU checks (skipped without CUDA): SSNet at the paper configuration in bf16, and the engine on a GPU.
+
+Run on a GPU machine with ``benchmarks/gpu_check.sh``; CI (CPU) skips them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssnet import registry
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("attention", ["per_frame", "shared"])
+def test_ssnet_paper_config_bf16_step(attention: str) -> None:
+    torch.manual_seed(0)
+    model = registry.build("ssnet", frames=10, img_size=224, attention=attention).cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.99), weight_decay=3e-4)
+    x = torch.randn(8, 10, 1, 224, 224, device="cuda")
+    y = torch.randint(0, 4, (8, 224, 224), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(x)
+        loss = model.loss(out, y)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and out.logits.shape == (8, 4, 224, 224)
+    u = out.aux["uncertainty"].float()
+    assert (u > 0).all() and (u <= 1 + 1e-3).all()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_stage1_attention_uses_fused_kernels_only() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = registry.build("ssnet", frames=10, img_size=224, backbone="resnet18").cuda()
+    x = torch.randn(2, 10, 1, 224, 224, device="cuda")
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model.loss(model(x), torch.randint(0, 4, (2, 224, 224), device="cuda"))
+        loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_engine_trains_on_gpu_in_bf16(tiny_split_dataset: Path, tmp_path: Path, capsys) -> None:
+    from ssnet.cli import main as cli
+
+    code = cli(["train", "model=ssnet", "profile=smoke", "data.size=64", "data.frames=5", "train.max_steps=3",
+                f"data.dir={tiny_split_dataset}", f"run_root={tmp_path / 'runs'}"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-2000:]
+    run_dir = Path(out.out.strip().splitlines()[-1])
+    cfg_text = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "precision: auto" in cfg_text and (run_dir / "per_case.csv").exists()
