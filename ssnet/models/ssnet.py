@@ -54,7 +54,27 @@ def _logit(p: torch.Tensor) -> torch.Tensor:
 
 
 class SSNet(nn.Module):
-    """Spatiotemporal-Sensitive Network; see the module docstring and :func:`build_ssnet`."""
+    """Spatiotemporal-Sensitive Network (see the module docstring); the registry builder of ``ssnet``.
+
+    Args:
+        frames: T ≥ 2, fixed at build time (temporal-conv kernels, per-frame attention).
+        num_classes: K (4: background, myocardium, infarct, MVO).
+        in_channels: channels per frame (1, grey).
+        img_size: input side; must be divisible by 32 (the model itself has no size-dependent weights).
+        backbone: ``resnet50`` (paper), ``resnet34`` or ``resnet18`` (quick profile); widths follow it.
+        use_static, use_motion, fusion, refinement: Table 2 switches (``fusion`` ∈ guided, late).
+        attention: ``per_frame`` (one module per frame, as the code) or ``shared``.
+        fusion_op: ``sum`` (Eq. 2) | ``prod`` | ``cat`` | ``weighted``.
+        refine_head: ``k_logits`` (paper) | ``paired`` (the code's 2K head; only with refinement).
+        reproduce_motion_defect: motion features = static encoder(X) (the code's defect).
+        attn_norm: LayerNorm on each attention output (phase-2 code).
+        conf_loss_without_refiner: keep L_u in the loss when refinement is off.
+        alpha: Dice weight α of Eq. 7.
+        encoder_weights: path of a local ResNet state dict for both encoders (None = random init).
+        temporal: ``conv1d`` (the code) or ``conv3d`` (same maths).
+
+    ``model(frames)`` returns a :class:`SegOutput`; ``model.loss`` is Eq. 7.
+    """
 
     def __init__(
         self,
@@ -62,6 +82,7 @@ class SSNet(nn.Module):
         frames: int,
         num_classes: int = 4,
         in_channels: int = 1,
+        img_size: int = 224,
         backbone: str = "resnet50",
         use_static: bool = True,
         use_motion: bool = True,
@@ -78,6 +99,10 @@ class SSNet(nn.Module):
         temporal: str = "conv1d",
     ):
         super().__init__()
+        if img_size % 32:
+            raise ValueError(f"SSNet needs img_size divisible by 32, got {img_size}")
+        if encoder_weights is not None and str(encoder_weights).lower() in ("imagenet", "true", "default"):
+            raise ValueError("encoder_weights must be a local file path; weights are never downloaded")
         if frames < 2:
             raise ValueError(f"SSNet needs at least 2 frames, got {frames}")
         if num_classes < 2:
@@ -245,7 +270,7 @@ class SSNet(nn.Module):
         return self.alpha * dice + (1.0 - self.alpha) * confidence_loss(u_probs)
 
 
-@register(
+register(
     "ssnet",
     kind="video",
     min_frames=2,
@@ -261,60 +286,7 @@ class SSNet(nn.Module):
         "refinement": True,
         "refine_head": "k_logits",
     },
-)
-def build_ssnet(
-    *,
-    frames: int,
-    num_classes: int = 4,
-    in_channels: int = 1,
-    img_size: int = 224,
-    backbone: str = "resnet50",
-    use_static: bool = True,
-    use_motion: bool = True,
-    fusion: str = "guided",
-    refinement: bool = True,
-    attention: str = "per_frame",
-    fusion_op: str = "sum",
-    refine_head: str = "k_logits",
-    reproduce_motion_defect: bool = False,
-    attn_norm: bool = False,
-    conf_loss_without_refiner: bool = False,
-    alpha: float = 0.95,
-    encoder_weights: str | None = None,
-    temporal: str = "conv1d",
-) -> SSNet:
-    """Build SSNet.
+)(SSNet)
 
-    Args:
-        frames: T ≥ 2, fixed at build time (temporal-conv kernels, per-frame attention).
-        num_classes: K (4: background, myocardium, infarct, MVO).
-        in_channels: channels per frame (1, grey).
-        img_size: input side; must be divisible by 32 (the model itself has no size-dependent weights).
-        backbone: ``resnet50`` (paper), ``resnet34`` or ``resnet18`` (quick profile); widths follow it.
-        use_static, use_motion, fusion, refinement: Table 2 switches (``fusion`` ∈ guided, late).
-        attention: ``per_frame`` (one module per frame, as the code) or ``shared``.
-        fusion_op: ``sum`` (Eq. 2) | ``prod`` | ``cat`` | ``weighted``.
-        refine_head: ``k_logits`` (paper) | ``paired`` (the code's 2K head; only with refinement).
-        reproduce_motion_defect: motion features = static encoder(X) (the code's defect).
-        attn_norm: LayerNorm on each attention output (phase-2 code).
-        conf_loss_without_refiner: keep L_u in the loss when refinement is off.
-        alpha: Dice weight α of Eq. 7.
-        encoder_weights: path of a local ResNet state dict for both encoders (None = random init).
-        temporal: ``conv1d`` (the code) or ``conv3d`` (same maths).
-
-    Returns:
-        an :class:`SSNet`; ``model(frames)`` returns a :class:`SegOutput`, ``model.loss`` is Eq. 7.
-    """
-    if img_size % 32:
-        raise ValueError(f"SSNet needs img_size divisible by 32, got {img_size}")
-    if encoder_weights is not None and str(encoder_weights).lower() in ("imagenet", "true", "default"):
-        raise ValueError("encoder_weights must be a local file path; weights are never downloaded")
-    options: dict[str, Any] = dict(
-        frames=frames, num_classes=num_classes, in_channels=in_channels, backbone=backbone,
-        use_static=use_static, use_motion=use_motion, fusion=fusion, refinement=refinement,
-        attention=attention, fusion_op=fusion_op, refine_head=refine_head,
-        reproduce_motion_defect=reproduce_motion_defect, attn_norm=attn_norm,
-        conf_loss_without_refiner=conf_loss_without_refiner, alpha=alpha,
-        encoder_weights=encoder_weights, temporal=temporal,
-    )
-    return SSNet(**options)
+#: The registry builder is the class itself (its signature is what configs are checked against).
+build_ssnet = SSNet
