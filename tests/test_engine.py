@@ -69,6 +69,11 @@ def test_train_writes_run_folder_and_reruns_into_a_new_one(tiny_split_dataset: P
     assert run_dir2 == runs / f"{run_dir.name}-2"
     # determinism on CPU: byte-identical per_case.csv
     assert (run_dir / "per_case.csv").read_bytes() == (run_dir2 / "per_case.csv").read_bytes()
+    # ssnet compare works on files made by ssnet train: identical runs tie on every scan
+    capsys.readouterr()
+    assert cli(["compare", str(run_dir / "per_case.csv"), str(run_dir2 / "per_case.csv"), "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["paired"] and result["ties"] == result["n_pairs"] == 2 and result["p_raw"] == 1.0
 
 
 def test_killed_run_resumes_to_the_same_result(tiny_split_dataset: Path, tmp_path: Path, capsys) -> None:

@@ -16,7 +16,8 @@ from ssnet.cli import main as cli_main
 from ssnet.data.contract import check_dataset, load_scan, read_manifest, scans
 from ssnet.errors import SsnetError
 
-SUNNYBROOK = Path(os.environ.get("SSNET_SUNNYBROOK", "/work/shared/data/sunnybrook"))
+# the real data lies in ../shared beside the checkout (also in CI's clone); $SSNET_SUNNYBROOK overrides
+SUNNYBROOK = Path(os.environ.get("SSNET_SUNNYBROOK", Path(__file__).resolve().parents[2] / "shared" / "data" / "sunnybrook"))
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -559,7 +559,7 @@ class PhantomScan:
 
     def render_clean(self) -> np.ndarray:
         """Noise-free signal (T, H, W) float32, blood ~ 1 (before bias field and noise)."""
-        T, H = self.frames, self.size
+        T = self.frames
         x, y = self.pixel_mm()
         r_abs = np.hypot(x, y)
         idx_static = self._lut(np.arctan2(y, x))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -18,14 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ssnet.data.contract import read_split, split_hash
 from ssnet.data.dataset import CineDataset, ClipConfig
 from ssnet.data.sampling import StepBatchSampler
-from ssnet.engine.config import build_model, compose, config_hash
+from ssnet.engine.config import build_model, compose, config_hash, model_kwargs
+from ssnet.engine.models_cli import model_cost
 from ssnet.engine.runs import acquire_run_dir, release, write_status
-from ssnet.errors import SsnetError, input_error
+from ssnet.errors import input_error
 from ssnet.io import atomic_write_text, save_nifti
 
 
@@ -48,23 +51,18 @@ def ensure_split(cfg: DictConfig) -> str:
     return split_hash(data_dir)
 
 
-class KillAtStep:
+class KillAtStep(Callback):
     """Fault injection for the resume test: SIGKILL this process when step ``step`` begins.
 
-    Active only when the environment variable ``SSNET_FAULT_KILL_AT_STEP`` is set.
+    Added only when the environment variable ``SSNET_FAULT_KILL_AT_STEP`` is set.
     """
 
-    def __new__(cls, step: int):
-        import signal
+    def __init__(self, step: int) -> None:
+        self.step = step
 
-        from lightning.pytorch.callbacks import Callback
-
-        class _Kill(Callback):
-            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-                if trainer.global_step >= step:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        return _Kill()
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def precision_for(cfg: DictConfig) -> str:
@@ -121,9 +119,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         hydra_dir = run_dir / ".hydra"
         atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
-        from ssnet.engine.config import model_kwargs
-        from ssnet.engine.models_cli import model_cost
-
         n_params, gflops = model_cost(cfg.model.name, model_kwargs(cfg))
         write_status(run_dir, status="running", method=method, model=cfg.model.name, seed=int(cfg.seed),
                      config_hash=chash, split_hash=shash, params=n_params, gflops_per_clip=round(gflops, 3),

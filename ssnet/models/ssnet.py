@@ -19,7 +19,6 @@ Table 2 rows (``use_static``, ``use_motion``, ``fusion``, ``refinement``):
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 import torch.nn as nn
