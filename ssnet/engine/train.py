@@ -27,7 +27,7 @@ from ssnet.data.dataset import CineDataset, ClipConfig
 from ssnet.data.sampling import StepBatchSampler
 from ssnet.engine.config import build_model, compose, config_hash, model_kwargs
 from ssnet.engine.models_cli import model_cost
-from ssnet.engine.runs import acquire_run_dir, release, write_status
+from ssnet.engine.runs import acquire_run_dir, read_run, release, write_status
 from ssnet.errors import input_error
 from ssnet.io import atomic_write_text, save_nifti
 
@@ -120,7 +120,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
         n_params, gflops = model_cost(cfg.model.name, model_kwargs(cfg))
-        write_status(run_dir, status="running", method=method, model=cfg.model.name, seed=int(cfg.seed),
+        before = float(read_run(run_dir).get("train_seconds") or 0) if resuming else 0.0
+        write_status(run_dir, status="running", train_seconds_before=before, method=method, model=cfg.model.name, seed=int(cfg.seed),
                      config_hash=chash, split_hash=shash, params=n_params, gflops_per_clip=round(gflops, 3),
                      data_dir=str(Path(cfg.data.dir).resolve()))
 
@@ -162,6 +163,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         start = time.perf_counter()
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
         train_s = time.perf_counter() - start
+        write_status(run_dir, train_seconds=round(train_s + float(read_run(run_dir).get("train_seconds_before") or 0), 1))
 
         best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
         state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
@@ -181,7 +183,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         if best_path.name != "last.ckpt":
             (ckpt_dir / "last.ckpt").unlink(missing_ok=True)  # resume state is not needed once the run is done
         mvo = per_case[(per_case["protocol"] == "paper") & (per_case["class_id"] == 3) & (per_case["metric"] == "dice")]
-        write_status(run_dir, status="done", steps=int(trainer.global_step), train_seconds=round(train_s, 1),
+        write_status(run_dir, status="done", steps=int(trainer.global_step),
                      ms_per_clip=round(ms_per_clip, 2), best_checkpoint=str(best_path.relative_to(run_dir)),
                      test_mvo_dice_paper=float(np.mean(mvo["value"])) if len(mvo) else None, n_test=len(test_ds))
     finally:
