@@ -14,7 +14,8 @@ from ssnet import registry
 from ssnet.models.base import SegOutput
 from ssnet.models.ssnet import SSNet, build_ssnet, residual_frames
 from ssnet.models.ssnet_attention import GuidedCrossAttention
-from ssnet.models.ssnet_refinement import confidence_loss, multiclass_soft_dice_loss, uncertainty_map
+from ssnet.models.losses import multiclass_soft_dice_loss
+from ssnet.models.ssnet_refinement import confidence_loss, uncertainty_map
 from ssnet.models.ssnet_temporal import TemporalConv, build_temporal_convs, temporal_kernels
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"

@@ -10,17 +10,11 @@ from omegaconf import DictConfig
 
 from ssnet.errors import SsnetError
 from ssnet.models.base import SegOutput, as_output
+from ssnet.models.losses import multiclass_soft_dice_loss
 
 
 class DivergenceError(SsnetError):
     """The loss became NaN or Inf."""
-
-
-def default_loss() -> nn.Module:
-    """Multiclass soft Dice over all classes, background included (smp ``DiceLoss``)."""
-    from segmentation_models_pytorch.losses import DiceLoss
-
-    return DiceLoss(mode="multiclass", from_logits=True)
 
 
 class SegmentationModule(L.LightningModule):
@@ -31,16 +25,15 @@ class SegmentationModule(L.LightningModule):
         self.model = model
         self.train_cfg = cfg.train
         self.run_label = run_label
-        self.fallback_loss = default_loss()
 
     def forward(self, frames: torch.Tensor) -> SegOutput:
         return as_output(self.model(frames))
 
     def compute_loss(self, out: SegOutput, target: torch.Tensor) -> torch.Tensor:
-        """The model's own loss when it defines one, else multiclass Dice on the logits."""
+        """The model's own loss when it defines one, else multiclass soft Dice (as smp ``DiceLoss``) on the logits."""
         if hasattr(self.model, "loss"):
             return self.model.loss(out, target)
-        return self.fallback_loss(out.logits.float(), target)
+        return multiclass_soft_dice_loss(out.logits, target)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(self(batch["frames"]), batch["label"])

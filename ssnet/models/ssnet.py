@@ -28,11 +28,11 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from ssnet.models.base import SegOutput
 from ssnet.models.ssnet_attention import FUSION_OPS, Fusion, GuidedCrossAttention
 from ssnet.models.ssnet_backbone import BACKBONES, ResNetTrunk
+from ssnet.models.losses import multiclass_soft_dice_loss
 from ssnet.models.ssnet_refinement import (
     REFINE_HEADS,
     UncertaintyRefiner,
     confidence_loss,
-    multiclass_soft_dice_loss,
     uncertainty_map,
 )
 from ssnet.models.ssnet_temporal import build_temporal_convs
