@@ -2,6 +2,10 @@
 # One prepared GPU session (device tool): install carried wheels, run the GPU tests, the SSNet GPU benchmark,
 # and short paper-profile runs of UNet and SSNet on a freshly generated 224x224 phantom. Results under $OUT.
 # Usage on the device machine:  bash benchmarks/gpu_check.sh [STEPS]
+# Packages missing on the GPU image travel as wheels in .whl/ (git-ignored via .git/info/exclude), made here with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#     segmentation-models-pytorch==0.6.0 hydra-core==1.3.8 omegaconf==2.3.1 nibabel==5.4.2 pydicom==3.0.2
+#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
 set -uo pipefail
 STEPS=${1:-300}
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
