@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ssnet import registry
 from ssnet.engine.config import CONFIG_DIR, compose, config_hash
@@ -41,16 +40,10 @@ class Job:
 
 
 def model_config(key: str) -> dict:
-    """The raw ``configs/model/<key>.yaml`` merged over its in-group defaults."""
-    path = CONFIG_DIR / "model" / f"{key}.yaml"
-    data = yaml.safe_load(path.read_text()) or {}
-    merged: dict = {}
-    for base in data.pop("defaults", []) or []:
-        if isinstance(base, str) and base != "_self_":
-            merged.update(model_config(base))
-    for k, v in data.items():
-        merged[k] = {**merged.get(k, {}), **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
-    return merged
+    """``configs/model/<key>.yaml`` as Hydra composes it (in-group defaults merged)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose([f"model={key}"]).model, resolve=True)
 
 
 def table1_jobs() -> list[Job]:

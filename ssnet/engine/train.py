@@ -86,7 +86,6 @@ def predict_test(module: torch.nn.Module, dataset: CineDataset, out_dir: Path, b
 
     out_dir.mkdir(parents=True, exist_ok=True)
     module.eval().to(device)
-    spacing = None
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(dataset), batch_size):
@@ -120,8 +119,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
         atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
         n_params, gflops = model_cost(cfg.model.name, model_kwargs(cfg))
-        before = float(read_run(run_dir).get("train_seconds") or 0) if resuming else 0.0
-        write_status(run_dir, status="running", train_seconds_before=before, method=method, model=cfg.model.name, seed=int(cfg.seed),
+        seconds_before = float(read_run(run_dir).get("train_seconds") or 0) if resuming else 0.0
+        write_status(run_dir, status="running", method=method, model=cfg.model.name, seed=int(cfg.seed),
                      config_hash=chash, split_hash=shash, params=n_params, gflops_per_clip=round(gflops, 3),
                      data_dir=str(Path(cfg.data.dir).resolve()))
 
@@ -163,7 +162,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         start = time.perf_counter()
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
         train_s = time.perf_counter() - start
-        write_status(run_dir, train_seconds=round(train_s + float(read_run(run_dir).get("train_seconds_before") or 0), 1))
+        write_status(run_dir, train_seconds=round(seconds_before + train_s, 1))
 
         best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
         state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
