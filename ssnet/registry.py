@@ -31,6 +31,7 @@ class ModelEntry:
     build: Callable[..., nn.Module]
     kind: str = "video"  # "image" or "video": the Table 1 column
     min_frames: int = 1
+    size_divisor: int = 1  # image sides must be divisible by this (e.g. 16 for ViT patches, 32 for Swin)
     test_config: dict[str, Any] = field(default_factory=dict)  # tiny CPU config for tests
     paper_config: dict[str, Any] = field(default_factory=dict)  # options for the paper's configuration
     display_name: str | None = None  # name in tables, e.g. "UNet++"
@@ -41,6 +42,7 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
+_FAILED: dict[str, str] = {}  # module -> one-line reason it could not be imported
 _discovered = False
 
 
@@ -49,6 +51,7 @@ def register(
     *,
     kind: str = "video",
     min_frames: int = 1,
+    size_divisor: int = 1,
     test_config: dict[str, Any] | None = None,
     paper_config: dict[str, Any] | None = None,
     display_name: str | None = None,
@@ -61,7 +64,7 @@ def register(
         if name in _MODELS:
             raise ValueError(f"duplicate model name {name!r}")
         _MODELS[name] = ModelEntry(
-            name, fn, kind, min_frames, dict(test_config or {}), dict(paper_config or {}), display_name
+            name, fn, kind, min_frames, int(size_divisor), dict(test_config or {}), dict(paper_config or {}), display_name
         )
         return fn
 
@@ -71,7 +74,8 @@ def register(
 def discover() -> None:
     """Import ``ssnet.models`` and every module of ``baselines`` (idempotent).
 
-    A module that fails to import raises ``ImportError`` naming it; the next call retries.
+    A module that fails to import (any exception) does not stop discovery: it is recorded in
+    :func:`failures` with a one-line reason, and every other model stays available.
     """
     global _discovered
     if _discovered:
@@ -84,9 +88,15 @@ def discover() -> None:
             module = f"{package_name}.{info.name}"
             try:
                 importlib.import_module(module)
-            except ImportError as exc:
-                raise ImportError(f"model module {module} failed to import: {exc}") from exc
+            except Exception as exc:  # a broken method must not hide the others
+                _FAILED[module] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     _discovered = True
+
+
+def failures() -> dict[str, str]:
+    """Model modules that failed to import, with a one-line reason each."""
+    discover()
+    return dict(_FAILED)
 
 
 def get(name: str) -> ModelEntry:
@@ -95,6 +105,9 @@ def get(name: str) -> ModelEntry:
     try:
         return _MODELS[name]
     except KeyError:
+        broken = [m for m in _FAILED if m.rsplit(".", 1)[-1] == name]
+        if broken:
+            raise KeyError(f"model {name!r} failed to import ({broken[0]}: {_FAILED[broken[0]]})") from None
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_MODELS))}") from None
 
 
@@ -104,10 +117,24 @@ def names(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def build(name: str, **kwargs: Any) -> nn.Module:
-    """Build model ``name`` with ``kwargs`` (its paper options are not applied implicitly)."""
-    entry = get(name)
-    frames = kwargs.get("frames")
+def check_geometry(entry: ModelEntry, frames: int | None = None, img_size: int | None = None) -> None:
+    """Raise ``ValueError`` (one line) when ``frames`` or ``img_size`` do not suit ``entry``."""
     if frames is not None and frames < entry.min_frames:
-        raise ValueError(f"model {name!r} needs at least {entry.min_frames} frames, got {frames}")
-    return entry.build(**kwargs)
+        raise ValueError(f"model {entry.name!r} needs at least {entry.min_frames} frames, got {frames}")
+    if img_size is not None and img_size % entry.size_divisor:
+        raise ValueError(
+            f"model {entry.name!r} needs image sides divisible by {entry.size_divisor}, got {img_size} "
+            f"(set data.size to a multiple of {entry.size_divisor})"
+        )
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Build model ``name`` with ``kwargs`` after checking frames and image size against its declaration."""
+    entry = get(name)
+    check_geometry(entry, kwargs.get("frames"), kwargs.get("img_size"))
+    try:
+        return entry.build(**kwargs)
+    except (TypeError, ValueError):
+        raise
+    except Exception as exc:  # a method that cannot be built names itself in one line
+        raise RuntimeError(f"model {name!r} failed to build: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc

@@ -62,3 +62,20 @@ def test_unet_clip_modes(mode: str) -> None:
     assert out.shape == (2, 4, 64, 64)
     if mode == "mean":  # log of averaged probabilities: softmax sums to one and equals exp
         assert torch.allclose(out.exp().sum(1), torch.ones(2, 64, 64), atol=1e-4)
+
+
+def test_size_divisor_is_checked_with_a_clear_error() -> None:
+    entry = registry.ModelEntry("toy", lambda **kw: None, size_divisor=32)
+    registry.check_geometry(entry, frames=4, img_size=64)
+    with pytest.raises(ValueError, match="divisible by 32, got 48"):
+        registry.check_geometry(entry, frames=4, img_size=48)
+
+
+def test_average_frame_probabilities() -> None:
+    from ssnet.models.clip_modes import average_frame_probabilities
+
+    logits = torch.randn(2, 3, 4, 8, 8)
+    mean = average_frame_probabilities(logits)
+    assert torch.allclose(mean.exp(), logits.softmax(2).mean(1), atol=1e-6)
+    last = average_frame_probabilities(logits, eval_frame=-1)
+    assert torch.allclose(last.exp(), logits[:, -1].softmax(1), atol=1e-6)

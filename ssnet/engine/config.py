@@ -87,5 +87,5 @@ def build_model(cfg: DictConfig):
         return registry.build(cfg.model.name, **model_kwargs(cfg))
     except KeyError as exc:
         raise SsnetError(f"model={cfg.model.name}: {exc.args[0]}") from None
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:
         raise SsnetError(f"model={cfg.model.name}: {exc}") from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import torch
@@ -51,6 +52,12 @@ def main(argv: list[str]) -> int:
         if not (args.params or args.flops):
             print(name)
             continue
-        params, gflops = model_cost(name, paper_kwargs(name), flops=args.flops)
+        try:
+            params, gflops = model_cost(name, paper_kwargs(name), flops=args.flops)
+        except Exception as exc:  # one broken model must not hide the others
+            print(f"ssnet models: {name}: failed to build: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+            continue
         print("\t".join([name, str(params)] + ([f"{gflops:.2f}"] if gflops is not None else [])))
+    for module, reason in registry.failures().items():
+        print(f"ssnet models: {module} failed to import: {reason}", file=sys.stderr)
     return 0

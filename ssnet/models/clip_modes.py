@@ -20,6 +20,21 @@ def image_in_channels(clip_mode: str, frames: int, in_channels: int = 1) -> int:
     return frames * in_channels if clip_mode == "stack" else in_channels
 
 
+def average_frame_probabilities(frame_logits: torch.Tensor, eval_frame: int | None = None) -> torch.Tensor:
+    """Clip prediction from per-frame logits ``(B, T, K, H, W)``: log of the mean per-frame probability.
+
+    With ``eval_frame`` set, only that frame's probabilities are used (negative indices count from
+    the end). The result ``(B, K, H, W)`` is a log-probability, so ``softmax`` of it is the
+    averaged probability and its arg-max is the clip's label map (baselines reference, "One mask
+    per clip").
+    """
+    if frame_logits.dim() != 5:
+        raise ValueError(f"expected per-frame logits (B, T, K, H, W), got shape {tuple(frame_logits.shape)}")
+    probs = frame_logits.float().softmax(2)
+    probs = probs[:, eval_frame] if eval_frame is not None else probs.mean(1)
+    return probs.clamp_min(1e-8).log()
+
+
 class ImageClipAdapter(nn.Module):
     """Wrap a 2-D segmentation network ``(B, C, H, W) → (B, K, H, W)`` to take clips ``(B, T, C, H, W)``."""
 
@@ -36,5 +51,4 @@ class ImageClipAdapter(nn.Module):
         if self.clip_mode == "frame":
             return self.net(frames[:, t // 2])
         logits = self.net(frames.reshape(b * t, c, h, w))
-        probs = logits.float().softmax(1).reshape(b, t, -1, h, w).mean(1)
-        return probs.clamp_min(1e-8).log()
+        return average_frame_probabilities(logits.reshape(b, t, *logits.shape[1:]))
