@@ -180,3 +180,19 @@ def test_hydra_config_builds() -> None:
     kwargs = model_kwargs(cfg)
     assert kwargs["window"] == 5 and kwargs["loss"] == "bce" and kwargs["backbone"] == "resnet18"
     assert registry.get("pns_plus").label == "PNS+"
+
+
+def test_smoke_training_run(tiny_split_dataset, tmp_path, capsys) -> None:
+    import json
+    from pathlib import Path
+
+    from ssnet.cli import main as cli
+
+    capsys.readouterr()
+    code = cli(["train", "model=pns_plus", "profile=smoke", "data.frames=3", "data.size=32", "train.batch_size=2",
+                f"data.dir={tiny_split_dataset}", f"run_root={tmp_path / 'runs'}"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-2000:]
+    run_dir = Path(out.out.strip().splitlines()[-1])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
+    assert sorted(p.name for p in (run_dir / "predictions").iterdir()) == ["P05_sl0.nii.gz", "P05_sl1.nii.gz"]
