@@ -38,7 +38,9 @@ from ssnet.registry import register
 LOSSES = ("bce", "ce")
 
 
-def _conv_bn(cin: int, cout: int, k: int = 1, dilation: int = 1, groups: int = 1, act: nn.Module | None = None) -> nn.Sequential:
+def _conv_bn(
+    cin: int, cout: int, k: int = 1, dilation: int = 1, groups: int = 1, act: nn.Module | None = None
+) -> nn.Sequential:
     """Bias-free conv (``same`` padding), BatchNorm, optional activation."""
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, k, padding=dilation * (k // 2), dilation=dilation, groups=groups, bias=False),
@@ -152,7 +154,7 @@ class PNSPlus(nn.Module):
         if window < 1 or window_stride < 1:
             raise ValueError(f"PNS+: window and window_stride must be >= 1, got {window}, {window_stride}")
         if eval_frame == 0:
-            raise ValueError("PNS+: eval_frame 0 is the anchor, which gets no prediction; use 1…T−1 or a negative index")
+            raise ValueError("PNS+: eval_frame 0 is the anchor, which gets no prediction; use 1…T−1 or negative")
         self.num_classes, self.in_channels, self.img_size = num_classes, in_channels, img_size
         self.window, self.window_stride, self.loss_name, self.eval_frame = window, window_stride, loss, eval_frame
         self.encoder = timm.create_model(backbone, pretrained=False, in_chans=3 if in_channels == 1 else in_channels)
@@ -190,7 +192,7 @@ class PNSPlus(nn.Module):
         if t < 2:
             raise ValueError(f"PNS+ needs at least 2 frames (anchor + 1), got {t}")
         if (h, w) != (self.img_size, self.img_size):
-            raise ValueError(f"PNS+ was built for {self.img_size}x{self.img_size} input (query LayerNorm), got {h}x{w}")
+            raise ValueError(f"PNS+ was built for {self.img_size}x{self.img_size} input (query LayerNorm); got {h}x{w}")
         if c != self.in_channels:
             raise ValueError(f"PNS+ was built for {self.in_channels} input channel(s), got {c}")
         x = frames.reshape(b * t, c, h, w)
@@ -219,7 +221,9 @@ class PNSPlus(nn.Module):
             weights[s:s + n, i * n:(i + 1) * n] += torch.eye(n, device=frames.device)
         weights = weights / weights.sum(1, keepdim=True)
         per_frame = torch.einsum("fk,bkchw->bfchw", weights, frame_logits.float().softmax(2))
-        eval_index = None if self.eval_frame is None else (self.eval_frame - 1 if self.eval_frame > 0 else self.eval_frame)
+        eval_index = self.eval_frame
+        if eval_index is not None and eval_index > 0:
+            eval_index -= 1  # clip frame → local frame
         if eval_index is not None and not -(t - 1) <= eval_index < t - 1:
             raise ValueError(f"PNS+: eval_frame {self.eval_frame} is outside frames 1…{t - 1}")
         clip = average_frame_probabilities(per_frame.clamp_min(1e-8).log(), eval_index)
@@ -230,9 +234,10 @@ class PNSPlus(nn.Module):
         frame_logits = output.aux["frame_logits"].float()
         b, n, k = frame_logits.shape[:3]
         if target.shape != (b, *frame_logits.shape[-2:]):
-            raise ValueError(f"PNS+ loss: target shape {tuple(target.shape)} does not match logits {tuple(frame_logits.shape)}")
+            raise ValueError(f"PNS+ loss: target {tuple(target.shape)} does not match {tuple(frame_logits.shape)}")
         if self.loss_name == "ce":
-            return F.cross_entropy(frame_logits.flatten(0, 1), target.long().unsqueeze(1).expand(-1, n, -1, -1).flatten(0, 1))
+            per_frame_target = target.long().unsqueeze(1).expand(-1, n, -1, -1).flatten(0, 1)
+            return F.cross_entropy(frame_logits.flatten(0, 1), per_frame_target)
         onehot = F.one_hot(target.long(), k).permute(0, 3, 1, 2).unsqueeze(1).to(frame_logits.dtype)
         return F.binary_cross_entropy_with_logits(frame_logits, onehot.expand_as(frame_logits))
 
@@ -272,4 +277,6 @@ def build_pns_plus(
     """PNS+ with a K-class head; ``frames`` is only checked (any T >= 2 runs)."""
     if frames < 2:
         raise ValueError(f"PNS+ needs at least 2 frames (anchor + 1), got {frames}")
-    return PNSPlus(num_classes, in_channels, img_size, backbone, window, window_stride, loss, eval_frame, encoder_weights)
+    return PNSPlus(
+        num_classes, in_channels, img_size, backbone, window, window_stride, loss, eval_frame, encoder_weights
+    )

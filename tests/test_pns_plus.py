@@ -14,7 +14,7 @@ def _naive_relevance(q: torch.Tensor, k: torch.Tensor, r: int, d: int) -> torch.
     b, tq, c, h, w = q.shape
     tk, side = k.shape[1], 2 * r + 1
     out = torch.zeros(b, tq, tk * side * side, h, w, dtype=q.dtype)
-    for bi, qi, ti, i, j, y, x in itertools.product(range(b), range(tq), range(tk), range(side), range(side), range(h), range(w)):
+    for bi, qi, ti, i, j, y, x in itertools.product(*map(range, (b, tq, tk, side, side, h, w))):
         yy, xx = y + (i - r) * d, x + (j - r) * d
         if 0 <= yy < h and 0 <= xx < w:
             out[bi, qi, ti * side * side + i * side + j, y, x] = (q[bi, qi, :, y, x] * k[bi, ti, :, yy, xx]).sum()
@@ -25,7 +25,7 @@ def _naive_aggregate(s: torch.Tensor, v: torch.Tensor, r: int, d: int) -> torch.
     b, tq, _, h, w = s.shape
     tk, c, side = v.shape[1], v.shape[2], 2 * r + 1
     out = torch.zeros(b, tq, c, h, w, dtype=v.dtype)
-    for bi, qi, ti, i, j, y, x in itertools.product(range(b), range(tq), range(tk), range(side), range(side), range(h), range(w)):
+    for bi, qi, ti, i, j, y, x in itertools.product(*map(range, (b, tq, tk, side, side, h, w))):
         yy, xx = y + (i - r) * d, x + (j - r) * d
         if 0 <= yy < h and 0 <= xx < w:
             out[bi, qi, :, y, x] += s[bi, qi, ti * side * side + i * side + j, y, x] * v[bi, ti, :, yy, xx]
@@ -120,7 +120,7 @@ def test_clip_probability_is_mean_over_windows_then_frames() -> None:
     with torch.no_grad():
         out = model(torch.randn(1, 7, 1, 64, 64))
     p = out.aux["frame_logits"].softmax(2)[0].view(2, 5, 4, 64, 64)
-    frames = [p[0, 0], (p[0, 1] + p[1, 0]) / 2, (p[0, 2] + p[1, 1]) / 2, (p[0, 3] + p[1, 2]) / 2, (p[0, 4] + p[1, 3]) / 2, p[1, 4]]
+    frames = [p[0, 0], *((p[0, i + 1] + p[1, i]) / 2 for i in range(4)), p[1, 4]]
     torch.testing.assert_close(out.logits.exp()[0], torch.stack(frames).mean(0), atol=1e-5, rtol=1e-4)
     model.eval_frame = -1
     with torch.no_grad():
@@ -136,7 +136,8 @@ def test_loss_bce_and_ce() -> None:
     logits = torch.randn(2, 3, 4, 64, 64)
     out = SegOutput(torch.zeros(2, 4, 64, 64), {"frame_logits": logits})
     onehot = torch.nn.functional.one_hot(target, 4).permute(0, 3, 1, 2).float()
-    want = torch.stack([torch.nn.functional.binary_cross_entropy_with_logits(logits[:, i], onehot) for i in range(3)]).mean()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    want = torch.stack([bce(logits[:, i], onehot) for i in range(3)]).mean()
     torch.testing.assert_close(model.loss(out, target), want)
     model.loss_name = "ce"
     want = torch.stack([torch.nn.functional.cross_entropy(logits[:, i], target) for i in range(3)]).mean()
