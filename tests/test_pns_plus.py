@@ -197,3 +197,18 @@ def test_smoke_training_run(tiny_split_dataset, tmp_path, capsys) -> None:
     run_dir = Path(out.out.strip().splitlines()[-1])
     assert json.loads((run_dir / "run.json").read_text())["status"] == "done"
     assert sorted(p.name for p in (run_dir / "predictions").iterdir()) == ["P05_sl0.nii.gz", "P05_sl1.nii.gz"]
+
+
+def test_local_backbone_weights_load(tmp_path) -> None:
+    import timm
+
+    src = timm.create_model("resnet18", pretrained=False)
+    state = {k: v for k, v in src.state_dict().items() if not k.startswith("fc.")}  # fc is optional
+    torch.save({"state_dict": state}, tmp_path / "r18.pt")
+    small = {"frames": 3, "img_size": 64, "backbone": "resnet18"}
+    model = registry.build("pns_plus", **small, encoder_weights=str(tmp_path / "r18.pt"))
+    torch.testing.assert_close(model.encoder.layer3[0].conv1.weight, src.layer3[0].conv1.weight)
+    del state["layer1.0.conv1.weight"]
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(Exception, match="lack 1 tensor"):
+        registry.build("pns_plus", **small, encoder_weights=str(tmp_path / "broken.pt"))
