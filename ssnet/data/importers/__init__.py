@@ -88,6 +88,8 @@ def report(info: dict) -> str:
             reasons[k["reason"]] = reasons.get(k["reason"], 0) + 1
         text += f"; {len(skipped)} not imported: " + "; ".join(f"{r} ({n})" for r, n in reasons.items())
         text += " (listed in dataset.json)"
+    for where, why in info.get("ignored", {}).items():
+        text += f"; ignored {where}: {why}"
     return text
 
 
