@@ -396,17 +396,16 @@ def test_dicom_real_sunnybrook_patient(tmp_path, capsys):
     assert run(capsys, "check", tmp_path / "ds")[0] == 0
 
 
-def test_contract_with_some_unlabeled_scans(tmp_path, capsys):
+def test_contract_with_some_unlabeled_scans(tiny_dataset, capsys):
     """An empty label cell: load_scan gives (cine, None), check passes with one summary line, split still works,
     and asking for the label (scoring) is one clear line."""
     import pandas as pd
-    from conftest import make_tiny_dataset
 
     from ssnet.data.contract import load_label, unlabeled_scan_ids
     from ssnet.data.split import subject_table
     from ssnet.errors import SsnetError
 
-    ds = make_tiny_dataset(tmp_path / "d", subjects=3, slices=2, size=16, frames=3)
+    ds = tiny_dataset
     m = pd.read_csv(ds / "manifest.csv", dtype=str, keep_default_na=False)
     m.loc[m.scan_id == "P00_sl0", "label"] = ""  # P00_sl0 holds the MVO of P00
     m["extra"] = "kept"
@@ -415,11 +414,11 @@ def test_contract_with_some_unlabeled_scans(tmp_path, capsys):
     assert read_manifest(ds)["extra"].eq("kept").all()
     sc = scans(ds)
     cine, label = load_scan(sc[0])
-    assert label is None and cine.shape == (3, 16, 16)
+    assert label is None and cine.shape == (6, 48, 48)
     assert load_scan(sc[1])[1] is not None
     with pytest.raises(SsnetError, match="P00_sl0.*no label"):
         load_label(sc[0])
     rc, out, err = run(capsys, "check", ds)
-    assert rc == 0 and "1 of 6 scans have no label" in out and "P00_sl0" in out
+    assert rc == 0 and "1 of 12 scans have no label" in out and "P00_sl0" in out
     t = subject_table(ds).set_index("subject_id")
     assert not t.loc["P00", "has_mvo"] and t.loc["P02", "has_mvo"]  # unlabeled counts as MVO-negative

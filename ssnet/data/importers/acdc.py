@@ -1,6 +1,7 @@
 """``ssnet import acdc SRC --out DIR``: the ACDC challenge layout (one scan per short-axis slice).
 
-Source layout (``SRC`` holds the patient folders, or ``training/`` and/or ``testing/`` holding them)::
+Source layout (``SRC`` holds the patient folders, or ``training/`` and/or ``testing/`` holding them, or is
+one patient folder)::
 
     SRC/patientNNN/patientNNN_4d.nii.gz           cine, (H, W, S, T)
     SRC/patientNNN/patientNNN_frameXX_gt.nii.gz   labels of frame XX (1-based), (H, W, S): 0 background,
@@ -22,8 +23,9 @@ What the importer does, per patient:
 
 scan_id = ``patientNNN_slKK``; subject_id = ``patientNNN``; spacing = the 4-D NIfTI's first two zooms (mm).
 The pathology group (NOR, MINF, DCM, HCM, RV) is the extra manifest column ``group``. When the patients lie in
-``training/`` and ``testing/``, ``split.csv`` is written: ``testing/`` = test, ``training/`` patients dealt 7:1
-into train:val (seed 0); a flat ``SRC/patientNNN`` layout gets no split (run ``ssnet split``).
+``training/`` and/or ``testing/``, ``split.csv`` is written: ``testing/`` = test, ``training/`` patients dealt 7:1
+into train:val (seed 0, :func:`ssnet.data.split.assign_subjects`; all ACDC scans are MVO-negative, so the
+stratification is moot); a flat ``SRC/patientNNN`` layout gets no split (run ``ssnet split``).
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ ACDC_MYOCARDIUM = 2
 
 def find_patients(src: Path) -> list[tuple[Path, bool | None]]:
     """Patient folders with their part: True = ``testing/``, False = ``training/``, None = flat layout."""
+    if _PATIENT.match(src.name) and (src / "Info.cfg").is_file():
+        return [(src, None)]  # SRC is one patient folder
     found: list[tuple[Path, bool | None]] = []
     flat = [p for p in src.iterdir() if p.is_dir() and _PATIENT.match(p.name)]
     found += [(p, None) for p in flat]

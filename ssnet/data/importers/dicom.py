@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ssnet.data.importers.output import DatasetWriter, check_id
+from ssnet.data.importers.output import DatasetWriter, check_id, check_out
 from ssnet.data.importers.readers import (
-    DicomImage, group_dicom_slices, iter_dicom_sources, natural_key, read_dicom, read_nifti, read_png, check_label,
+    DicomImage, check_label, group_dicom_slices, iter_dicom_sources, natural_key, read_dicom, read_nifti, read_png,
     to_cine_dtype,
 )
 from ssnet.errors import input_error
@@ -93,6 +93,7 @@ def import_dicom(src: Path, out: Path, force: bool = False) -> dict:
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise input_error(src, "source folder not found")
+    check_out(out, force, src)  # refuse an existing dataset before reading thousands of files
     mask_dir = src / "masks"
     masks = find_masks(mask_dir)
     images = [read_dicom(data, name, base, require_trigger=False)
