@@ -96,7 +96,7 @@ def test_authors_import(tmp_path, capsys):
     assert all(len(v) == 1 for v in by_patient)  # patient-wise
     assert (tv == "train").sum() == 14 and (tv == "val").sum() == 2  # 7:1 by patients
     info = json.loads((ds / "dataset.json").read_text())
-    assert "train_val/LGE" in info["ignored"] and info["split"]["scans"] == {"train": 14, "val": 2, "test": 2}
+    assert "LGE" in out and "train_val/LGE" in info["ignored"] and info["split"]["scans"] == {"train": 14, "val": 2, "test": 2}
 
 
 def test_authors_bad_inputs(tmp_path, capsys):

@@ -7,7 +7,7 @@ Source layout::
     SRC/train_val/masks/<patient>_<slice>_0000.nii.png    label map drawn on frame 0: 0 background,
                        (or <patient>_<slice>.nii.png)     1 LV myocardium, 2 infarct, 3 MVO
     SRC/test/Cine/...  SRC/test/masks/...                 the same for the test split
-    SRC/{train_val,test}/LGE/                             ignored (reported in dataset.json)
+    SRC/{train_val,test}/LGE/                             ignored (reported, as is anything else in SRC)
     SRC/spacing.csv                                       optional: scan_id,spacing_row,spacing_col (mm)
 
 Matching a cine with its mask ("same stem"): the *scan key* of a file is its name without the extension
@@ -98,6 +98,9 @@ def _plan(src: Path) -> tuple[list[tuple[str, str, bool, Path, Path]], dict]:
             seen[scan_id] = cine
             subject = check_id(scan_id.split("_", 1)[0], "patient id", cine)
             plan.append((scan_id, subject, PARTS[part], cine, masks[key]))
+    for p in sorted(src.iterdir()):
+        if not p.name.startswith(".") and p.name not in (*PARTS, "spacing.csv"):
+            ignored[p.name] = (sum(1 for q in p.rglob("*") if q.is_file()) if p.is_dir() else 1)
     if not plan:
         raise input_error(src, "no cines found (expected SRC/{train_val,test}/Cine/<patient>_<slice>_0000.nii.tiff)")
     return plan, ignored
@@ -132,7 +135,8 @@ def import_authors(src: Path, out: Path, force: bool = False, seed: int = 0) -> 
             "source": "SSNet authors' layout ({train_val,test}/Cine/*.nii.tiff + masks/*.nii.png)",
             "importer": "ssnet import authors", "src": str(src), "scans": per_scan,
             "spacing_from": "spacing.csv" if spacing else None,
-            "ignored": {k: f"{n} file(s): LGE images are not used" for k, n in ignored.items()},
+            "ignored": {k: f"{n} file(s) not read" + (" (LGE images are not used)" if "LGE" in k else "")
+                        for k, n in ignored.items()},
             "frame_0": "as given: the first TIFF page is taken as end-diastole (the frame the mask is drawn on)",
             "labels": {"0": "background", "1": "LV myocardium", "2": "infarct", "3": "mvo"},
             "split": {"rule": f"test/ = test; train_val/ patients dealt 7:1 into train:val, stratified by MVO, "
