@@ -12,7 +12,7 @@ import sys
 
 VERBS: dict[str, tuple[str, str]] = {
     "phantom": ("ssnet.data.phantom", "Generate the motion-only MVO phantom dataset (the embedded default)."),
-    "import": ("ssnet.data.importers", "Convert real cine data (Sunnybrook DICOM, TIFF/PNG, NIfTI) into the contract."),
+    "import": ("ssnet.data.importers", "Convert real cine data (sunnybrook, authors, acdc, dicom, tiff, nifti) into the contract."),
     "check": ("ssnet.data.check", "Validate a dataset folder against the contract."),
     "split": ("ssnet.data.split", "Write the shared subject-wise, MVO-stratified split."),
     "models": ("ssnet.engine.models_cli", "List registered models (with --params: parameter counts)."),

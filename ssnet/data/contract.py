@@ -9,6 +9,11 @@ Layout of a dataset folder ``DIR``::
 ``cine`` is a NIfTI of shape (H, W, T); ``label`` a NIfTI of shape (H, W) with
 0 background, 1 LV myocardium, 2 infarct, 3 MVO (nested; each pixel holds its innermost class).
 Paths are relative to ``DIR``; spacing is in mm and may be empty.
+
+Labels are optional: an empty ``label`` cell means the scan has no label. Such a scan can be
+predicted but not scored or trained on; :func:`load_scan` returns ``(cine, None)`` for it and
+:func:`has_labels` tells whether every scan of a dataset has one. The manifest may carry extra
+columns after the six above (``ssnet import acdc`` adds ``group``); readers keep them.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ class Scan:
     scan_id: str
     subject_id: str
     cine: Path
-    label: Path
+    label: Path | None  # None: the scan has no label (empty ``label`` cell)
     spacing: tuple[float, float] | None
 
 
@@ -84,13 +89,28 @@ def scans(data_dir: str | Path, manifest: pd.DataFrame | None = None) -> list[Sc
     out = []
     for r in manifest.itertuples(index=False):
         spacing = None if pd.isna(r.spacing_row) or pd.isna(r.spacing_col) else (float(r.spacing_row), float(r.spacing_col))
-        out.append(Scan(str(r.scan_id), str(r.subject_id), data_dir / r.cine, data_dir / r.label, spacing))
+        label = data_dir / r.label if str(r.label).strip() else None
+        out.append(Scan(str(r.scan_id), str(r.subject_id), data_dir / r.cine, label, spacing))
     return out
 
 
+def unlabeled_scan_ids(data_dir: str | Path, manifest: pd.DataFrame | None = None) -> list[str]:
+    """Scan ids whose ``label`` cell is empty, in manifest order."""
+    manifest = read_manifest(data_dir) if manifest is None else manifest
+    return [str(s) for s, lab in zip(manifest["scan_id"], manifest["label"]) if not str(lab).strip()]
+
+
+def has_labels(data_dir: str | Path) -> bool:
+    """True when every scan of the dataset has a label (it can be trained on and scored)."""
+    return not unlabeled_scan_ids(data_dir)
+
+
 def write_manifest(data_dir: str | Path, rows: list[dict]) -> None:
-    """Write ``DIR/manifest.csv`` atomically from dicts with the manifest columns."""
-    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    """Write ``DIR/manifest.csv`` atomically from dicts with the manifest columns (plus any extra keys,
+    written as extra columns after them; ``label`` None or "" = no label)."""
+    extra = [k for r in rows for k in r if k not in MANIFEST_COLUMNS]
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + list(dict.fromkeys(extra)))
+    df["label"] = df["label"].fillna("")
     atomic_write_csv(df, Path(data_dir) / "manifest.csv")
 
 
@@ -159,7 +179,10 @@ def load_cine(scan: Scan) -> np.ndarray:
 
 
 def load_label(scan: Scan) -> np.ndarray:
-    """Load a label map as int64 ``(H, W)`` with values in 0..3."""
+    """Load a label map as int64 ``(H, W)`` with values in 0..3; refuses a scan without a label."""
+    if scan.label is None:
+        raise input_error(scan.cine, f"scan {scan.scan_id!r} has no label (empty label cell in manifest.csv): it "
+                                     "can be predicted, not scored or trained on")
     arr, _ = load_nifti(scan.label)
     arr = np.squeeze(arr) if arr.ndim > 2 else arr
     if arr.ndim != 2:
@@ -176,16 +199,25 @@ def load_label(scan: Scan) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def load_scan(scan: Scan) -> tuple[np.ndarray, np.ndarray]:
-    """Load ``(cine (T, H, W) float32, label (H, W) int64)`` and check that their sizes agree."""
-    cine, label = load_cine(scan), load_label(scan)
+def load_scan(scan: Scan) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load ``(cine (T, H, W) float32, label (H, W) int64)`` and check that their sizes agree.
+
+    A scan without a label (``scan.label is None``) gives ``(cine, None)``.
+    """
+    cine = load_cine(scan)
+    if scan.label is None:
+        return cine, None
+    label = load_label(scan)
     if cine.shape[1:] != label.shape:
         raise input_error(scan.label, f"label size {label.shape} does not match cine size {cine.shape[1:]} ({scan.cine.name})")
     return cine, label
 
 
 def check_dataset(data_dir: str | Path) -> list[str]:
-    """Validate a dataset folder; return every problem found (empty list when it is valid)."""
+    """Validate a dataset folder; return every problem found (empty list when it is valid).
+
+    Scans without a label are not a problem (see :func:`unlabeled_scan_ids`).
+    """
     from ssnet.errors import SsnetError
 
     data_dir = Path(data_dir)

@@ -23,10 +23,15 @@ PAPER_SCANS = (443, 63, 115)
 
 
 def subject_table(data_dir: str | Path) -> pd.DataFrame:
-    """One row per subject: ``subject_id``, ``n_scans``, ``has_mvo`` (any scan's label holds class 3)."""
+    """One row per subject: ``subject_id``, ``n_scans``, ``has_mvo`` (any scan's label holds class 3).
+
+    A scan without a label counts as MVO-negative (it cannot show MVO that nobody drew), so a dataset with
+    unlabeled scans can still be split; ``ssnet check`` lists such scans.
+    """
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
-    rows = [{"subject_id": s.subject_id, "mvo": bool((load_label(s) == 3).any())} for s in scans(data_dir, manifest)]
+    rows = [{"subject_id": s.subject_id, "mvo": s.label is not None and bool((load_label(s) == 3).any())}
+            for s in scans(data_dir, manifest)]
     df = pd.DataFrame(rows)
     return (
         df.groupby("subject_id", sort=True)

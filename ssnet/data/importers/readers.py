@@ -11,6 +11,7 @@ import logging
 import re
 import tarfile
 import warnings
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from ssnet.data.contract import NUM_CLASSES
 from ssnet.errors import SsnetError, input_error
 
 __all__ = [
-    "DicomImage", "iter_dicom_sources", "read_dicom", "read_tiff_frames", "read_png", "read_png_frames",
+    "DicomImage", "DicomSlice", "iter_dicom_sources", "read_dicom", "group_dicom_slices", "read_tiff_frames", "read_png", "read_png_frames",
     "read_image_2d", "read_nifti", "check_label", "to_cine_dtype", "read_contour", "polygon_mask", "natural_key",
 ]
 
@@ -45,26 +46,45 @@ class DicomImage:
     name: str                  # display name used in error messages
     number: int | None         # image number from the file name (``59.dcm`` -> 59), None if not numeric
     instance: int | None       # InstanceNumber
-    slice_location: float
-    trigger_time: float
+    slice_location: float      # SliceLocation, else ImagePositionPatient projected on the slice normal
+    trigger_time: float | None  # TriggerTime in ms (None only when read with ``require_trigger=False``)
     rows: int
     cols: int
     spacing: tuple[float, float] | None  # PixelSpacing (row spacing, column spacing) in mm
     cardiac_images: int | None  # CardiacNumberOfImages
     pixels: np.ndarray
+    series_uid: str = ""       # SeriesInstanceUID ("" when absent)
+    patient_id: str = ""       # PatientID ("" when absent)
+    series_description: str = ""
 
 
-def iter_dicom_sources(source: Path) -> Iterator[tuple[str, str, bytes]]:
+@dataclass
+class DicomSlice:
+    """The frames of one slice position (of one series), ordered in time."""
+
+    location: float
+    frames: list[DicomImage]   # ordered by TriggerTime (or InstanceNumber when no frame has a TriggerTime)
+    series_uid: str = ""
+    index: int = 0             # 1-based, acquisition order (within the series when grouped by series)
+    ordered_by: str = "TriggerTime"
+
+
+def iter_dicom_sources(source: Path, exclude: Path | None = None) -> Iterator[tuple[str, str, bytes]]:
     """Yield ``(display_name, base_name, bytes)`` for every DICOM file of a tarball or a folder.
 
-    Files ending ``.dcm`` (any case) or without an extension are taken; hidden files are skipped.
+    Files ending ``.dcm`` or ``.ima`` (any case) or without an extension are taken; hidden files and
+    ``DICOMDIR`` index files and hidden folders are skipped, and so is the folder ``exclude`` (when reading a
+    folder).
     """
     def wanted(name: str) -> bool:
         base = name.rsplit("/", 1)[-1]
-        return bool(base) and not base.startswith(".") and (base.lower().endswith(".dcm") or "." not in base)
+        return (bool(base) and not base.startswith(".") and base.upper() != "DICOMDIR"
+                and (base.lower().endswith((".dcm", ".ima")) or "." not in base))
 
     if source.is_dir():
-        files = sorted((p for p in source.rglob("*") if p.is_file() and wanted(p.name)), key=lambda p: natural_key(str(p)))
+        files = sorted((p for p in source.rglob("*") if p.is_file() and wanted(p.name)
+                        and not any(part.startswith(".") for part in p.relative_to(source).parts)
+                        and not (exclude is not None and exclude in p.parents)), key=lambda p: natural_key(str(p)))
         for p in files:
             try:
                 data = p.read_bytes()
@@ -99,8 +119,12 @@ def _number(x, name: str, tag: str, required: bool = True) -> float | None:
         raise input_error(name, f"DICOM {tag} is not a number: {x!r}") from exc
 
 
-def read_dicom(data: bytes, name: str, base: str | None = None) -> DicomImage:
-    """Parse one DICOM image from bytes; any problem raises one line naming ``name``."""
+def read_dicom(data: bytes, name: str, base: str | None = None, require_trigger: bool = True) -> DicomImage:
+    """Parse one DICOM image from bytes; any problem raises one line naming ``name``.
+
+    ``require_trigger=False`` accepts images without TriggerTime (``trigger_time`` None);
+    :func:`group_dicom_slices` then orders such frames by InstanceNumber.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -131,7 +155,7 @@ def read_dicom(data: bytes, name: str, base: str | None = None) -> DicomImage:
             iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
             loc = float(np.dot(np.cross(iop[:3], iop[3:]), [float(v) for v in ds.ImagePositionPatient]))
         slice_location = _number(loc, name, "SliceLocation (0020,1041) and ImagePositionPatient")
-        trigger = _number(ds.get("TriggerTime"), name, "TriggerTime (0018,1060)")
+        trigger = _number(ds.get("TriggerTime"), name, "TriggerTime (0018,1060)", required=require_trigger)
         ps = ds.get("PixelSpacing")
         spacing = None
         if ps is not None and len(ps) == 2:
@@ -140,13 +164,96 @@ def read_dicom(data: bytes, name: str, base: str | None = None) -> DicomImage:
                 raise input_error(name, f"DICOM PixelSpacing is not positive: {list(ps)}")
         n_card = ds.get("CardiacNumberOfImages")
         instance = ds.get("InstanceNumber")
+        series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+        patient_id = str(ds.get("PatientID", "") or "").strip()
+        description = str(ds.get("SeriesDescription", "") or "").strip()
     stem = (base or name).rsplit("/", 1)[-1].split(".")[0]
     return DicomImage(
         name=name, number=int(stem) if stem.isdigit() else None,
         instance=int(instance) if instance not in (None, "") else None,
-        slice_location=float(slice_location), trigger_time=float(trigger), rows=rows, cols=cols, spacing=spacing,
-        cardiac_images=int(n_card) if n_card not in (None, "") else None, pixels=pixels,
+        slice_location=float(slice_location), trigger_time=None if trigger is None else float(trigger), rows=rows,
+        cols=cols, spacing=spacing, cardiac_images=int(n_card) if n_card not in (None, "") else None, pixels=pixels,
+        series_uid=series_uid, patient_id=patient_id, series_description=description,
     )
+
+
+def _order_frames(frames: list[DicomImage], where: str) -> str:
+    """Sort one slice's frames in time, in place; returns the tag used (TriggerTime or InstanceNumber)."""
+    with_tt = [im for im in frames if im.trigger_time is not None]
+    if with_tt and len(with_tt) < len(frames):
+        lacking = next(im for im in frames if im.trigger_time is None)
+        raise input_error(lacking.name, f"DICOM header lacks TriggerTime (0018,1060), which the other frames of "
+                                        f"{where} have ({with_tt[0].name}); cannot order the frames")
+    if with_tt:
+        frames.sort(key=lambda im: (im.trigger_time, natural_key(im.name)))
+        key, tag, unit = (lambda im: im.trigger_time), "TriggerTime", " ms"
+    else:
+        lacking = next((im for im in frames if im.instance is None), None)
+        if lacking is not None:
+            raise input_error(lacking.name, "DICOM header lacks both TriggerTime (0018,1060) and InstanceNumber "
+                                            "(0020,0013); cannot order the frames in time")
+        frames.sort(key=lambda im: (im.instance, natural_key(im.name)))
+        key, tag, unit = (lambda im: im.instance), "InstanceNumber", ""
+    values = [key(im) for im in frames]
+    dup = next((i for i in range(1, len(values)) if values[i] == values[i - 1]), None)
+    if dup is not None:
+        raise input_error(frames[dup].name, f"{tag} {values[dup]:g}{unit} repeats in {where} (also "
+                                            f"{frames[dup - 1].name}); cannot order the frames")
+    return tag
+
+
+def group_dicom_slices(images: list[DicomImage], source: Path | str, by_series: bool = False) -> list[DicomSlice]:
+    """Group images into slices and order each slice's frames in time; check sizes, spacing and frame counts.
+
+    Slices are keyed by SliceLocation (rounded to 0.01 mm), and by SeriesInstanceUID first when ``by_series``.
+    Frames are ordered by TriggerTime; when no frame of a slice has one, by InstanceNumber (a slice where only
+    some frames have a TriggerTime is refused). Within a slice every frame must have one image size and one
+    PixelSpacing; every slice (of a series, when ``by_series``) must have the same number of frames
+    (``CardiacNumberOfImages`` when the headers agree on one). Slices are numbered 1.. in acquisition order
+    (smallest file number ``n.dcm``, else InstanceNumber; by location when neither is known), per series when
+    ``by_series`` (then by smallest InstanceNumber, file names being meaningless across vendors).
+    """
+    groups: dict[tuple[str, float], list[DicomImage]] = defaultdict(list)
+    for im in images:
+        groups[(im.series_uid if by_series else "", round(im.slice_location, 2) + 0.0)].append(im)
+    per_series: dict[str, list[DicomSlice]] = defaultdict(list)
+    for (uid, loc), frames in groups.items():
+        where = f"slice {loc:g} mm" + (f" of series {uid}" if by_series and uid else "")
+        tag = _order_frames(frames, where)
+        first = frames[0]
+        for im in frames[1:]:
+            if (im.rows, im.cols) != (first.rows, first.cols):
+                raise input_error(im.name, f"image size {im.rows}x{im.cols} differs from {first.rows}x{first.cols} "
+                                           f"of the other frames of {where} ({first.name})")
+            if im.spacing != first.spacing:
+                raise input_error(im.name, f"PixelSpacing {im.spacing} differs from {first.spacing} of the other "
+                                           f"frames of {where} ({first.name})")
+        per_series[uid].append(DicomSlice(location=loc, frames=frames, series_uid=uid, ordered_by=tag))
+    out: list[DicomSlice] = []
+    for uid, slices in per_series.items():
+        members = [im for s in slices for im in s.frames]
+        declared = {im.cardiac_images for im in members if im.cardiac_images}
+        counts = [len(s.frames) for s in slices]
+        # the declared count, else the most common one (ties: the larger; a lost frame is likelier than an extra)
+        expected = declared.pop() if len(declared) == 1 else max(set(counts), key=lambda c: (counts.count(c), c))
+        for s in slices:
+            if len(s.frames) != expected:
+                what = f"series {uid}" if by_series and uid else Path(str(source)).name
+                raise input_error(s.frames[0].name, f"slice at {s.location:g} mm has {len(s.frames)} frames, expected "
+                                                    f"{expected} (inconsistent frame count in {what})")
+
+        def order(s: DicomSlice):
+            if by_series:  # any vendor: file names carry no meaning, InstanceNumber does
+                nums = [im.instance for im in s.frames]
+            else:          # Sunnybrook: n.dcm numbers the images in acquisition order
+                nums = [im.number if im.number is not None else im.instance for im in s.frames]
+            return (0, min(nums), s.location) if all(n is not None for n in nums) else (1, 0, s.location)
+
+        slices.sort(key=order)
+        for k, s in enumerate(slices, 1):
+            s.index = k
+        out.extend(slices)
+    return out
 
 
 # ----------------------------------------------------------------------------------------- TIFF / PNG

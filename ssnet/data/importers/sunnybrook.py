@@ -30,8 +30,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +37,10 @@ import pandas as pd
 
 from ssnet.data.importers.output import DatasetWriter, check_id
 from ssnet.data.importers.readers import (
-    DicomImage, iter_dicom_sources, natural_key, polygon_mask, read_contour, read_dicom,
+    DicomSlice, group_dicom_slices, iter_dicom_sources, natural_key, polygon_mask, read_contour, read_dicom,
 )
+
+Contours = dict[int, dict[int, dict[str, Path]]]  # slice index -> frame -> {"i": path, "o": path}
 from ssnet.errors import input_error
 
 CITATION = ("Radau P, Lu Y, Connelly K, Paul G, Dick AJ, Wright GA. Evaluation Framework for Algorithms "
@@ -48,14 +48,6 @@ CITATION = ("Radau P, Lu Y, Connelly K, Paul G, Dick AJ, Wright GA. Evaluation F
             "Challenge, 2009.")
 _CONTOUR = re.compile(r"IM-\d+-(\d+)-([io])contour", re.IGNORECASE)
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-
-
-@dataclass
-class Slice:
-    location: float
-    frames: list[DicomImage]               # ordered by TriggerTime
-    index: int = 0                          # 1-based, acquisition order
-    contours: dict[int, dict[str, Path]] = field(default_factory=dict)  # frame -> {"i": path, "o": path}
 
 
 def _patient_sources(src: Path) -> dict[str, Path]:
@@ -108,48 +100,7 @@ def _read_ed_phases(src: Path) -> dict[str, int]:
         raise input_error(path, f"malformed manifest.json ({type(exc).__name__}: {exc})") from exc
 
 
-def _group_slices(images: list[DicomImage], source: Path) -> list[Slice]:
-    """Group by SliceLocation, order by TriggerTime, and check frame counts, sizes and spacing."""
-    groups: dict[float, list[DicomImage]] = defaultdict(list)
-    for im in images:
-        groups[round(im.slice_location, 2) + 0.0].append(im)
-    slices = []
-    for loc, frames in groups.items():
-        frames.sort(key=lambda im: (im.trigger_time, natural_key(im.name)))
-        first = frames[0]
-        for im in frames[1:]:
-            if (im.rows, im.cols) != (first.rows, first.cols):
-                raise input_error(im.name, f"image size {im.rows}x{im.cols} differs from {first.rows}x{first.cols} "
-                                           f"of the other frames of slice {loc:g} mm ({first.name})")
-            if im.spacing != first.spacing:
-                raise input_error(im.name, f"PixelSpacing {im.spacing} differs from {first.spacing} of the other "
-                                           f"frames of slice {loc:g} mm ({first.name})")
-        tt = [im.trigger_time for im in frames]
-        dup = next((i for i in range(1, len(tt)) if tt[i] == tt[i - 1]), None)
-        if dup is not None:
-            raise input_error(frames[dup].name, f"TriggerTime {tt[dup]:g} ms repeats in slice {loc:g} mm "
-                                                f"(also {frames[dup - 1].name}); cannot order the frames")
-        slices.append(Slice(location=loc, frames=frames))
-    # frame counts: every slice must have the expected number of frames
-    declared = {im.cardiac_images for im in images if im.cardiac_images}
-    counts = [len(s.frames) for s in slices]
-    expected = declared.pop() if len(declared) == 1 else max(set(counts), key=counts.count)
-    for s in slices:
-        if len(s.frames) != expected:
-            raise input_error(s.frames[0].name, f"slice at {s.location:g} mm has {len(s.frames)} frames, expected "
-                                                f"{expected} (inconsistent frame count in {source.name})")
-    # acquisition order: smallest image number of the slice (falls back to location order)
-    def order(s: Slice):
-        nums = [im.number if im.number is not None else im.instance for im in s.frames]
-        return (0, min(nums)) if all(n is not None for n in nums) else (1, s.location)
-
-    slices.sort(key=order)
-    for k, s in enumerate(slices, 1):
-        s.index = k
-    return slices
-
-
-def _file_rule_agrees(slices: list[Slice]) -> bool | None:
+def _file_rule_agrees(slices: list[DicomSlice]) -> bool | None:
     """Does ``n.dcm`` -> (slice (n-1)//T, frame (n-1)%T) match the header-derived order? None if not checkable."""
     if any(im.number is None for s in slices for im in s.frames):
         return None
@@ -158,8 +109,9 @@ def _file_rule_agrees(slices: list[Slice]) -> bool | None:
                for s in slices for f, im in enumerate(s.frames))
 
 
-def _attach_contours(slices: list[Slice], folder: Path, pid: str) -> None:
-    by_number: dict[int, tuple[Slice, int]] = {}
+def _attach_contours(slices: list[DicomSlice], folder: Path, pid: str) -> Contours:
+    contours: Contours = {s.index: {} for s in slices}
+    by_number: dict[int, tuple[DicomSlice, int]] = {}
     use_file_numbers = all(im.number is not None for s in slices for im in s.frames)
     for s in slices:
         for f, im in enumerate(s.frames):
@@ -181,10 +133,11 @@ def _attach_contours(slices: list[Slice], folder: Path, pid: str) -> None:
             if n not in by_number:
                 raise input_error(p, f"contour refers to image {n}, which patient {pid} does not have")
             s, f = by_number[n]
-            s.contours.setdefault(f, {})[kind] = p
+            contours[s.index].setdefault(f, {})[kind] = p
             found += 1
     if not found:
         raise input_error(folder, f"no contour files (IM-0001-<n>-icontour-manual.txt) for patient {pid}")
+    return contours
 
 
 def import_patient(pid: str, source: Path, contour_dir: Path, ed_phase: int | None) -> tuple[list[dict], dict]:
@@ -192,25 +145,26 @@ def import_patient(pid: str, source: Path, contour_dir: Path, ed_phase: int | No
     images = [read_dicom(data, name, base) for name, base, data in iter_dicom_sources(source)]
     if not images:
         raise input_error(source, "no DICOM files (*.dcm) found")
-    slices = _group_slices(images, source)
+    slices = group_dicom_slices(images, source)
     agrees = _file_rule_agrees(slices)
     if agrees is False:
         print(f"ssnet import: warning: {source}: file numbering disagrees with SliceLocation/TriggerTime; "
               "using the DICOM headers", file=sys.stderr)
-    _attach_contours(slices, contour_dir, pid)
+    contours = _attach_contours(slices, contour_dir, pid)
     scans, skipped = [], []
     for s in slices:
-        both = sorted(f for f, c in s.contours.items() if "i" in c and "o" in c)
+        sc_contours = contours[s.index]
+        both = sorted(f for f, c in sc_contours.items() if "i" in c and "o" in c)
         if not both:
-            if s.contours:
-                skipped.append({"slice": s.index, "location_mm": s.location,
-                                "reason": "no frame with both endocardial and epicardial contours"})
+            skipped.append({"slice": s.index, "location_mm": s.location,
+                            "reason": "no frame with both endocardial and epicardial contours" if sc_contours
+                            else "no contours on any frame (no expert label)"})
             continue
         if len(both) > 1 and ed_phase is not None and (ed_phase - 1) in both:
             ed = ed_phase - 1
         else:
             ed = both[0]
-        epi_path, endo_path = s.contours[ed]["o"], s.contours[ed]["i"]
+        epi_path, endo_path = sc_contours[ed]["o"], sc_contours[ed]["i"]
         if ed_phase is not None and ed + 1 != ed_phase:
             raise input_error(epi_path, f"the ED contour lies on phase {ed + 1} (by TriggerTime) but manifest.json "
                                         f"gives ED_phase_1based = {ed_phase} for {pid}")
@@ -224,7 +178,7 @@ def import_patient(pid: str, source: Path, contour_dir: Path, ed_phase: int | No
         cine = np.stack([im.pixels for im in s.frames], axis=-1)
         t = cine.shape[-1]
         cine = np.roll(cine, -ed, axis=-1)
-        es = [f for f, c in s.contours.items() if f != ed and "i" in c]
+        es = [f for f, c in sc_contours.items() if f != ed and "i" in c]
         scan_id = check_id(f"{pid}_sl{s.index:02d}", "scan id", source)
         meta = {
             "slice": s.index, "slice_location_mm": s.frames[0].slice_location, "ed_image": s.frames[ed].number if s.frames[ed].number is not None else s.frames[ed].instance,
@@ -235,7 +189,7 @@ def import_patient(pid: str, source: Path, contour_dir: Path, ed_phase: int | No
         }
         if es:
             meta["es_frame"] = int((es[0] - ed) % t)  # index in the rolled cine
-            meta["es_endocardial_contour"] = s.contours[es[0]]["i"].name
+            meta["es_endocardial_contour"] = sc_contours[es[0]]["i"].name
         scans.append({"scan_id": scan_id, "subject_id": pid, "cine": cine, "label": label,
                       "spacing": s.frames[0].spacing, "meta": meta})
     info = {"dicom_source": source.name, "n_images": len(images), "n_slices": len(slices),
