@@ -248,6 +248,60 @@ def stm_widths(backbone: str) -> dict[str, int]:
     return {"r1": r1, "r2": r2, "r3": r3, "r4": r4, "key": r4 // 8, "value": r4 // 2, "decoder": r4 // 4}
 
 
+def patch_memory_read(
+    mem_key: torch.Tensor, mem_value: torch.Tensor, query_key: torch.Tensor, grid: int = 2
+) -> torch.Tensor:
+    """DPSTT's temporal read: the square map is split into ``grid × grid`` patches and each query
+    patch attends only to the same patch in every memory frame.
+
+    Args:
+        mem_key: ``(N, T_m, C_k, h, w)`` keys of the memory frames.
+        mem_value: ``(N, T_m, C_v, h, w)`` values.
+        query_key: ``(N, C_k, h, w)``; ``h == w`` and divisible by ``grid`` (14 → 2×2 patches of 7×7).
+
+    Returns:
+        ``(N, C_v, h, w)`` read.
+    """
+    n, t, ck, h, w = mem_key.shape
+    cv = mem_value.shape[2]
+    if h != w or h % grid:
+        raise ValueError(f"patch memory read needs a square map divisible into {grid}x{grid} patches, got {h}x{w}")
+    ph, pw = h // grid, w // grid
+
+    def memory_patches(x: torch.Tensor, c: int) -> torch.Tensor:  # (N, T, c, h, w) -> (N·g², c, T·ph·pw)
+        x = x.reshape(n, t, c, grid, ph, grid, pw).permute(0, 3, 5, 2, 1, 4, 6)
+        return x.reshape(n * grid * grid, c, t * ph * pw)
+
+    q = query_key.reshape(n, ck, grid, ph, grid, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * grid * grid, ck, ph * pw)
+    read, _ = memory_read(memory_patches(mem_key, ck), memory_patches(mem_value, cv), q)
+    read = read.reshape(n, grid, grid, cv, ph, pw).permute(0, 3, 1, 4, 2, 5)
+    return read.reshape(n, cv, h, w)
+
+
+def select_memory_frames(mem_key: torch.Tensor, mem_value: torch.Tensor, query_key: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the ``k`` memory frames most similar to the query (shape-only control flow).
+
+    The score of a memory frame is the mean, over positions, of the cosine similarity between the
+    query key and that frame's key at the same position.
+
+    Args:
+        mem_key: ``(N, T_m, C_k, h, w)``; mem_value: ``(N, T_m, C_v, h, w)``; query_key: ``(N, C_k, h, w)``.
+
+    Returns:
+        the selected keys and values, ``(N, min(k, T_m), C, h, w)``, in temporal order.
+    """
+    t = mem_key.shape[1]
+    if k >= t:
+        return mem_key, mem_value
+    score = (F.normalize(mem_key, dim=2) * F.normalize(query_key, dim=1)[:, None]).sum(2).mean((2, 3))  # (N, T_m)
+    idx = score.topk(k, dim=1).indices.sort(dim=1).values
+
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, idx[:, :, None, None, None].expand(-1, -1, *x.shape[2:]))
+
+    return pick(mem_key), pick(mem_value)
+
+
 # --------------------------------------------------------------------------- adaptive feature bank
 
 
