@@ -189,3 +189,16 @@ def test_memory_selection_keeps_the_most_similar_frames_in_order() -> None:
     keys, values = select_memory_frames(mk, mv, q, 2)
     assert keys.shape == (1, 2, 4, 2, 2)
     assert values[0, :, 0, 0, 0].tolist() == [1.0, 2.0]
+
+
+def test_local_encoder_weights_load_into_both_trunks(tmp_path) -> None:
+    from torchvision.models import resnet18
+
+    torch.manual_seed(1)
+    state = resnet18(weights=None).state_dict()
+    path = tmp_path / "r18.pt"
+    torch.save(state, path)
+    model = _tiny("afb_urr", frames=2, encoder_weights=str(path))
+    for encoder in (model.memory_encoder, model.query_encoder):
+        assert torch.equal(encoder.trunk.conv1.weight, state["conv1.weight"])
+        assert torch.equal(encoder.trunk.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
