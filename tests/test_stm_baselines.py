@@ -202,3 +202,16 @@ def test_local_encoder_weights_load_into_both_trunks(tmp_path) -> None:
     for encoder in (model.memory_encoder, model.query_encoder):
         assert torch.equal(encoder.trunk.conv1.weight, state["conv1.weight"])
         assert torch.equal(encoder.trunk.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_empty_seed_needs_the_object_identity(name: str) -> None:
+    # Seeded with the empty mask, the foreground objects are interchangeable without an identity:
+    # their logits coincide on every frame. The per-object embedding separates them.
+    x = torch.randn(1, 3, 1, 64, 64)
+    plain = _tiny(name, frames=3, object_embedding=False).eval()
+    ident = _tiny(name, frames=3).eval()
+    with torch.no_grad():
+        same, diff = plain(x).aux["frame_logits"], ident(x).aux["frame_logits"]
+    assert torch.allclose(same[:, :, 1], same[:, :, 2], atol=1e-5) and torch.allclose(same[:, :, 2], same[:, :, 3], atol=1e-5)
+    assert not torch.allclose(diff[:, :, 1], diff[:, :, 2], atol=1e-5)

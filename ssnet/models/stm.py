@@ -105,7 +105,10 @@ class StmEncoder(nn.Module):
         if memory:
             self.conv_mask = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
             self.conv_bg = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.object_embedding = nn.Parameter(torch.zeros(num_objects, 64)) if memory and object_embedding else None
+        self.object_embedding = None
+        if memory and object_embedding:  # small random init: the objects differ from the first step
+            self.object_embedding = nn.Parameter(torch.empty(num_objects, 64))
+            nn.init.normal_(self.object_embedding, std=0.1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Encode frames.
