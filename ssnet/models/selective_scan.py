@@ -103,8 +103,8 @@ def selective_scan_torch(
     carry_in = torch.stack(carry, 2)  # (b, d, nc, n)
 
     states = local_h + prod_p * carry_in.unsqueeze(3)  # (b, d, nc, lc, n)
-    c_read = C.transpose(1, 2).reshape(b, nc, lc, n).unsqueeze(1)  # (b, 1, nc, lc, n)
-    y = (states * c_read).sum(-1).reshape(b, d, nc * lc)[..., :length]
+    c_read = C.transpose(1, 2).reshape(b, nc, lc, n)
+    y = torch.einsum("bdcln,bcln->bdcl", states, c_read).reshape(b, d, nc * lc)[..., :length]
     if D is not None:
         y = y + D.to(work)[:, None] * u[..., :length]
     if z is not None:
