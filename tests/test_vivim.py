@@ -232,3 +232,12 @@ def test_local_encoder_weights_load_and_adapt_the_stem(tmp_path: Path) -> None:
                          strict=False)
     with torch.no_grad():
         assert torch.allclose(rgb(x).logits, grey(x).logits, atol=1e-4)
+
+
+def test_hydra_config_builds_the_reference_model() -> None:
+    from ssnet.engine.config import compose, model_kwargs
+
+    kwargs = model_kwargs(compose(["model=vivim", "profile=paper"]))
+    with torch.device("meta"):
+        model = registry.build("vivim", **kwargs)
+    assert _count(model) == 59_503_041 + 3 * 769
