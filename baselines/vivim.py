@@ -73,7 +73,7 @@ class ScanDirection(nn.Module):
             self.A_log.copy_(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
             self.D.fill_(1.0)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor, backend: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z: torch.Tensor, backend: str, checkpoint: bool | None = None) -> torch.Tensor:
         """``x``, ``z``: ``(B, d_inner, L)`` in scan order → gated scan output ``(B, d_inner, L)``."""
         length = x.shape[-1]
         x = F.silu(self.conv1d(x)[..., :length])
@@ -81,7 +81,7 @@ class ScanDirection(nn.Module):
         delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
         return selective_scan(
             x, delta, -torch.exp(self.A_log.float()), b_in.transpose(1, 2), c_out.transpose(1, 2),
-            D=self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True, backend=backend,
+            D=self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True, backend=backend, checkpoint=checkpoint,
         )
 
 
@@ -101,6 +101,7 @@ class MambaV3(nn.Module):
             raise ValueError(f"unknown scan_backend {scan_backend!r}; available: {', '.join(SCAN_BACKENDS)}")
         d_inner = expand * dim
         self.scan_backend = scan_backend
+        self.scan_checkpoint: bool | None = None  # PyTorch scan: recompute in backward (None: on CUDA)
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
         self.directions = nn.ModuleDict(
             {name: ScanDirection(d_inner, d_state, d_conv, math.ceil(dim / 16)) for name in DIRECTIONS}
@@ -128,7 +129,7 @@ class MambaV3(nn.Module):
         for name, direction in self.directions.items():
             there, back = orders[name]
             x, z = there(xz).chunk(2, dim=1)
-            out = out + back(direction(x, z, self.scan_backend))
+            out = out + back(direction(x, z, self.scan_backend, self.scan_checkpoint))
         return self.out_proj((out / len(self.directions)).transpose(1, 2))
 
 
@@ -252,6 +253,7 @@ class Vivim(nn.Module):
         expand: int = 2,
         decoder_dim: int = 768,
         scan_backend: str = "auto",
+        scan_checkpoint: bool | None = None,
         eval_frame: int | None = None,
         supervise_frame: int | None = None,
     ) -> None:
@@ -268,6 +270,9 @@ class Vivim(nn.Module):
         )
         self.head = SegFormerHead(self.encoder.embed_dims, decoder_dim, num_classes)
         self.head.apply(init_transformer_weights)
+        for module in self.temporal.modules():
+            if isinstance(module, MambaV3):
+                module.scan_checkpoint = scan_checkpoint
 
     def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, T, C, H, W)`` → per-frame logits ``(B, T, K, H, W)``."""
@@ -350,6 +355,7 @@ def build_vivim(
     expand: int = 2,
     decoder_dim: int = 768,
     scan_backend: str = "auto",
+    scan_checkpoint: bool | None = None,
     eval_frame: int | None = None,
     supervise_frame: int | None = None,
     encoder_weights: str | None = None,
@@ -361,8 +367,8 @@ def build_vivim(
     model = Vivim(
         num_classes=num_classes, in_channels=in_channels, rgb_stem=rgb_stem, embed_dims=embed_dims, depths=depths,
         num_heads=num_heads, sr_ratios=sr_ratios, mamba_layers=mamba_layers, d_state=d_state, d_conv=d_conv,
-        expand=expand, decoder_dim=decoder_dim, scan_backend=scan_backend, eval_frame=eval_frame,
-        supervise_frame=supervise_frame,
+        expand=expand, decoder_dim=decoder_dim, scan_backend=scan_backend, scan_checkpoint=scan_checkpoint,
+        eval_frame=eval_frame, supervise_frame=supervise_frame,
     )
     if encoder_weights:
         load_mit_weights(model.encoder, encoder_weights)

@@ -159,6 +159,15 @@ def test_torch_scan_matches_reference_float32_and_gradients() -> None:
         assert torch.allclose(kw32[k].grad.double(), kw64[k].grad, atol=1e-4, rtol=1e-4), k
 
 
+def test_checkpointed_scan_gives_the_same_gradients() -> None:
+    kw = {k: v.requires_grad_() for k, v in _scan_inputs(1, 3, 4, 40, torch.float64, seed=4).items()}
+    grads = []
+    for checkpoint in (False, True):
+        y = selective_scan(**kw, delta_softplus=True, backend="torch", checkpoint=checkpoint)
+        grads.append(torch.autograd.grad(y.square().sum(), list(kw.values())))
+    assert all(torch.allclose(a, b) for a, b in zip(*grads))
+
+
 def test_torch_scan_is_stable_under_strong_decay() -> None:
     kw = _scan_inputs(1, 2, 16, 3000, torch.float32, seed=2)
     kw["A"] = -torch.arange(1, 17, dtype=torch.float32).repeat(2, 1)  # Mamba's A init: -1 … -16

@@ -15,6 +15,7 @@ it runs on the ``meta`` device and under ``FlopCounterMode``.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 SCAN_BACKENDS = ("auto", "torch", "mamba_ssm")
 
 
+@functools.lru_cache(maxsize=1)
 def mamba_ssm_available() -> bool:
     """Whether ``mamba_ssm``'s fused ``selective_scan_fn`` can be imported."""
     try:
@@ -153,10 +155,13 @@ def selective_scan(
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
     backend: str = "auto",
+    checkpoint: bool | None = None,
 ) -> torch.Tensor:
     """Selective scan by ``backend``: ``torch``, ``mamba_ssm`` (fused CUDA), or ``auto``.
 
     ``auto`` uses ``mamba_ssm`` for CUDA tensors when it is importable, else the PyTorch scan.
+    ``checkpoint`` (PyTorch scan only) recomputes the scan in the backward pass instead of keeping
+    its ``(b, d, L, n)`` intermediates; ``None`` means on for CUDA tensors while gradients are on.
     Shapes as :func:`selective_scan_torch`.
     """
     if backend not in SCAN_BACKENDS:
@@ -175,4 +180,10 @@ def selective_scan(
             D=None if D is None else D.float(), z=None if z is None else z.contiguous(),
             delta_bias=None if delta_bias is None else delta_bias.float(), delta_softplus=delta_softplus,
         )
+    if checkpoint is None:
+        checkpoint = u.is_cuda
+    if checkpoint and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint as recompute
+
+        return recompute(selective_scan_torch, u, delta, A, B, C, D, z, delta_bias, delta_softplus, use_reentrant=False)
     return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
