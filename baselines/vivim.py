@@ -298,7 +298,8 @@ class Vivim(nn.Module):
             per_frame = per_frame[:, self.supervise_frame : self.supervise_frame + 1 or None]
         b, t, k, h, w = per_frame.shape
         onehot = F.one_hot(target.long(), k).permute(0, 3, 1, 2).to(per_frame.dtype)
-        return structure_loss(per_frame.reshape(b * t, k, h, w), onehot.unsqueeze(1).expand(-1, t, -1, -1, -1).reshape(b * t, k, h, w))
+        onehot = onehot.unsqueeze(1).expand(-1, t, -1, -1, -1).reshape(b * t, k, h, w)
+        return structure_loss(per_frame.reshape(b * t, k, h, w), onehot)
 
 
 def load_mit_weights(encoder: MixTransformer, path: str | Path) -> None:

@@ -36,8 +36,8 @@ def _scan_inputs(b: int, d: int, n: int, length: int, dtype: torch.dtype, device
         return torch.randn(*shape, generator=g, dtype=dtype).to(device)
 
     A = -torch.rand(d, n, generator=g, dtype=dtype).to(device) * 4 - 0.05
-    return dict(u=r(b, d, length), delta=r(b, d, length), A=A, B=r(b, n, length), C=r(b, n, length), D=r(d), z=r(b, d, length),
-                delta_bias=r(d))
+    return dict(u=r(b, d, length), delta=r(b, d, length), A=A, B=r(b, n, length), C=r(b, n, length), D=r(d),
+                z=r(b, d, length), delta_bias=r(d))
 
 
 # --------------------------------------------------------------------------------------- model
@@ -99,7 +99,8 @@ def test_parameter_counts_match_reference() -> None:
 def test_three_directions_have_independent_parameters() -> None:
     mamba = MambaV3(16, d_state=4)
     per_dir = {name: dict(mamba.directions[name].named_parameters()) for name in DIRECTIONS}
-    assert set(per_dir["fwd"]) == {"conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D"}
+    expected = {"conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D"}
+    assert all(set(params) == expected for params in per_dir.values())
     ptrs = [p.data_ptr() for p in mamba.parameters()]
     assert len(ptrs) == len(set(ptrs)) == 2 + 3 * 7
     # perturbing one direction's A changes the output; each direction's gradient is its own
@@ -141,7 +142,8 @@ def test_torch_scan_matches_sequential_reference_float64(length: int, chunk: int
     ours = selective_scan_torch(**kw, delta_softplus=True, chunk_size=chunk)
     assert torch.allclose(ours, ref, rtol=0, atol=1e-10)
     plain = {k: kw[k] for k in ("u", "delta", "A", "B", "C")}  # without D, z, bias, softplus
-    assert torch.allclose(selective_scan_torch(**plain, chunk_size=chunk), selective_scan_reference(**plain), atol=1e-10)
+    ours_plain = selective_scan_torch(**plain, chunk_size=chunk)
+    assert torch.allclose(ours_plain, selective_scan_reference(**plain), atol=1e-10)
 
 
 def test_torch_scan_matches_reference_float32_and_gradients() -> None:
