@@ -48,7 +48,7 @@ class CupBlock(nn.Module):
 class TransUNet(nn.Module):
     """R50-ViT-B/16 encoder + cascaded upsampler: ``(B, C, H, W)`` → logits ``(B, K, H, W)``, H and W divisible by 16."""
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, vit_depth: int = 12) -> None:
         super().__init__()
         import timm
 
@@ -57,6 +57,7 @@ class TransUNet(nn.Module):
             pretrained=False,
             in_chans=in_channels,
             num_classes=0,
+            depth=vit_depth,
             class_token=False,  # the original has no CLS token: pos_embed is (1, 196, 768)
             global_pool="",
             fc_norm=False,  # keep the final LayerNorm on the tokens
@@ -102,7 +103,7 @@ class TransUNet(nn.Module):
     kind="image",
     size_divisor=16,
     display_name="TransUNet",
-    test_config={"frames": 3, "img_size": 64},
+    test_config={"frames": 3, "img_size": 64, "vit_depth": 1},
     paper_config={"frames": 10, "img_size": 224},
 )
 def build_transunet(
@@ -113,9 +114,13 @@ def build_transunet(
     img_size: int = 224,
     clip_mode: str = "stack",
     dropout: float = 0.1,
+    vit_depth: int = 12,
     ce_weight: float = 0.5,
     dice_weight: float = 0.5,
 ) -> nn.Module:
-    """TransUNet R50-ViT-B/16 reading the clip by ``clip_mode`` (stack: the root conv takes T channels)."""
-    net = TransUNet(image_in_channels(clip_mode, frames, in_channels), num_classes, dropout)
+    """TransUNet R50-ViT-B/16 reading the clip by ``clip_mode`` (stack: the root conv takes T channels).
+
+    ``vit_depth`` (12 in the original) is lowered only by the smoke profile's hint, to keep tests small.
+    """
+    net = TransUNet(image_in_channels(clip_mode, frames, in_channels), num_classes, dropout, vit_depth)
     return WeightedLossClipAdapter(net, clip_mode, ce_weight, dice_weight)
