@@ -2,7 +2,7 @@
 
 MONAI ``SwinUNETR(spatial_dims=2, feature_size=48)``: depths (2, 2, 2, 2), heads (3, 6, 12, 24),
 window 7, instance-norm decoder; no ``img_size`` argument (removed in MONAI 1.5). Sides must be
-divisible by 32. Random initialisation. Loss: Dice + CE.
+divisible by 32 and at least 64. Random initialisation. Loss: Dice + CE.
 """
 from __future__ import annotations
 
@@ -32,8 +32,14 @@ def build_swinunetr(
     ce_weight: float = 1.0,
     dice_weight: float = 1.0,
 ) -> nn.Module:
-    """MONAI 2-D SwinUNETR reading the clip by ``clip_mode``; ``feature_size`` must be divisible by 12."""
+    """MONAI 2-D SwinUNETR reading the clip by ``clip_mode``; ``feature_size`` must be divisible by 12.
+
+    Sides must be at least 64: at 32 the 1/32 map is one pixel, which instance norm cannot train on.
+    """
     from monai.networks.nets import SwinUNETR
+
+    if img_size < 64:
+        raise ValueError(f"model 'swinunetr' needs image sides of at least 64 (the 1/32 map must exceed 1 pixel), got {img_size}")
 
     def make() -> nn.Module:
         return SwinUNETR(
