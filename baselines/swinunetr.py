@@ -39,7 +39,7 @@ def build_swinunetr(
     from monai.networks.nets import SwinUNETR
 
     if img_size < 64:
-        raise ValueError(f"model 'swinunetr' needs image sides of at least 64 (the 1/32 map must exceed 1 pixel), got {img_size}")
+        raise ValueError(f"model 'swinunetr' needs image sides of at least 64 (1/32 map above 1 pixel), got {img_size}")
 
     def make() -> nn.Module:
         return SwinUNETR(
