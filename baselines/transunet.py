@@ -4,8 +4,8 @@
   Skips: the stem after conv + norm (64 @ 1/2, before the pool), stage 0 (256 @ 1/4), stage 1
   (512 @ 1/8); stage 2 gives the 1024 @ 1/16 map.
 * Transformer: 1×1 patch embedding 1024 → 768, learned position embedding without a CLS token
-  (``class_token=False``: the 14×14 grid's ``pos_embed[:, 1:]``, bicubically interpolated when the
-  token grid is not 14×14), dropout 0.1 as the original, 12 pre-LN ViT-B blocks, final LN.
+  (``class_token=False``, so timm's ``pos_embed`` holds only the 14×14 grid, i.e. ``pos_embed[:, 1:]`` of
+  the CLS variant; bicubically interpolated when the token grid is not 14×14), dropout 0.1 as the original, 12 pre-LN ViT-B blocks, final LN.
 * Decoder ("cup"): conv3×3 768 → 512, four blocks (bilinear ×2 with align_corners, concatenate
   the skip, 2 × conv-BN-ReLU) to 256/128/64/16, head conv3×3 16 → K.
 
