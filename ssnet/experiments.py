@@ -82,6 +82,17 @@ def table3_jobs() -> list[Job]:
 JOBS = {"table1": table1_jobs, "table2": table2_jobs, "table3": table3_jobs}
 
 
+def select_jobs(jobs: list[Job], methods: list[str] | None) -> list[Job]:
+    """The jobs named in ``methods`` (all when None), in the table's order; an unknown name is a one-line error."""
+    if not methods:
+        return jobs
+    available = [j.method for j in jobs]
+    unknown = [m for m in methods if m not in available]
+    if unknown:
+        raise SsnetError(f"--methods: unknown method(s) {', '.join(unknown)}; available: {', '.join(available)}")
+    return [j for j in jobs if j.method in methods]
+
+
 def ensure_phantom(data_dir: Path, difficulty: str) -> None:
     """Generate the default phantom (at ``difficulty``) into ``data_dir`` unless a dataset is already there."""
     if (data_dir / "manifest.csv").exists():
@@ -121,15 +132,16 @@ def run_job(job: Job, base: list[str], seed: int) -> Path:
 
 
 def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, out_dir: Path, with_paper: bool = True,
-              extra: list[str] | None = None) -> dict[str, Path]:
+              extra: list[str] | None = None, methods: list[str] | None = None) -> dict[str, Path]:
     """Build one paper table end to end; return the written files.
 
     Without ``data_dir`` the profile's default phantom is used (generated once, then cached).
+    ``methods`` restricts the rows (table order kept).
     """
     from ssnet.evaluation import stats, tables
     from ssnet.evaluation.score import read_per_case
 
-    jobs = JOBS[kind]()
+    jobs = select_jobs(JOBS[kind](), methods)
     if data_dir is None:
         data_cfg = compose([f"profile={profile}", *(extra or [])]).data
         data_dir = Path(data_cfg.dir)
@@ -160,6 +172,7 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
             cols["ms_per_clip"] = f"{ms:.1f}" if ms is not None else ""
         rows.append(tables.TableRow(job.method, job.label, cols))
     ours = OURS if kind == "table1" else jobs[-1].method if kind == "table2" else None
+    ours = ours if ours in {j.method for j in jobs} else None
     written.update(tables.write_table(kind, per_case, rows, ours, out_dir, stem=kind, with_paper=with_paper))
     if ours is not None and len(jobs) > 1:
         written["stats"] = out_dir / f"{kind}_stats.csv"
@@ -176,12 +189,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: the profile's phantom, data/phantom-<difficulty>)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/<profile>)")
     parser.add_argument("--no-paper", action="store_true", help="omit the paper's published numbers from the tables")
+    parser.add_argument("--methods", default=None, help="comma-separated rows to run, e.g. unet,unetpp,ssnet (default: all)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in (args.seeds or ("0,1,2" if args.profile == "paper" else "0")).split(",")]
     out = args.out or Path("results") / args.profile
     start = time.perf_counter()
-    written = reproduce(args.table, args.profile, seeds, args.data, out, with_paper=not args.no_paper, extra=args.overrides)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    written = reproduce(args.table, args.profile, seeds, args.data, out, with_paper=not args.no_paper, extra=args.overrides,
+                        methods=methods)
     for key, path in written.items():
         print(f"{key}: {path}")
     md = written.get("md")

@@ -21,7 +21,7 @@ def test_unknown_name_lists_available() -> None:
 
 def test_names_pattern() -> None:
     assert "unet" in registry.names()
-    assert registry.names("une*") == ["unet"]
+    assert registry.names("une*") == ["unet", "unetpp"]
     assert registry.names("zzz*") == []
 
 

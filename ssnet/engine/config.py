@@ -68,7 +68,8 @@ def model_kwargs(cfg: DictConfig) -> dict[str, Any]:
     for key, value in (cfg.profile.get("model_hints") or {}).items():
         if accepts_any or key in params:
             kwargs[key] = value
-    options = OmegaConf.to_container(cfg.model.get("options") or {}, resolve=True)
+    options = cfg.model.get("options")
+    options = OmegaConf.to_container(options, resolve=True) if options else {}  # a model config may have none
     unknown = [k for k in options if not accepts_any and k not in params]
     if unknown:
         raise SsnetError(

@@ -63,16 +63,23 @@ class SegmentationModule(L.LightningModule):
             opt = torch.optim.Adam(self.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         elif t.optimizer == "adamw":
             opt = torch.optim.AdamW(self.parameters(), lr=t.lr)
+        elif t.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=t.lr, momentum=t.get("momentum", 0.9), weight_decay=t.weight_decay)
         else:
-            raise SsnetError(f"train.optimizer: unknown optimiser {t.optimizer!r}; available: adam, adamw")
+            raise SsnetError(f"train.optimizer: unknown optimiser {t.optimizer!r}; available: adam, adamw, sgd")
         steps = max(1, int(t.max_steps))  # optimiser steps (Lightning's global_step)
         if t.scheduler == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.0)
         elif t.scheduler == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t.lr, total_steps=steps, pct_start=0.1)
+        elif t.scheduler == "poly":  # lr · (1 − step / steps)^power (TransUNet: 0.9)
+            power = float(t.get("poly_power", 0.9))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps) ** power)
         elif t.scheduler == "constant":
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         else:
-            raise SsnetError(f"train.scheduler: unknown schedule {t.scheduler!r}; available: cosine, onecycle, constant")
+            raise SsnetError(
+                f"train.scheduler: unknown schedule {t.scheduler!r}; available: cosine, onecycle, poly, constant"
+            )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

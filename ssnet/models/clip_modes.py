@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ssnet.models.base import SegOutput, as_output
+from ssnet.models.losses import ce_dice_loss
+
 CLIP_MODES = ("stack", "frame", "mean")
 
 
@@ -52,3 +55,19 @@ class ImageClipAdapter(nn.Module):
             return self.net(frames[:, t // 2])
         logits = self.net(frames.reshape(b * t, c, h, w))
         return average_frame_probabilities(logits.reshape(b, t, *logits.shape[1:]))
+
+
+class WeightedLossClipAdapter(ImageClipAdapter):
+    """:class:`ImageClipAdapter` with the method's own loss: ``ce_weight``·CE + ``dice_weight``·Dice.
+
+    The engine calls :meth:`loss` when a model has one (TransUNet: 0.5/0.5; SwinUNETR: 1/1).
+    """
+
+    def __init__(self, net: nn.Module, clip_mode: str = "stack", ce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
+        super().__init__(net, clip_mode)
+        self.ce_weight = float(ce_weight)
+        self.dice_weight = float(dice_weight)
+
+    def loss(self, output: torch.Tensor | SegOutput, target: torch.Tensor) -> torch.Tensor:
+        """Weighted CE + Dice of the clip logits ``(B, K, H, W)`` against ``target`` ``(B, H, W)``."""
+        return ce_dice_loss(as_output(output).logits, target, self.ce_weight, self.dice_weight)

@@ -28,3 +28,21 @@ def multiclass_soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: f
     score = 2.0 * inter / card.clamp_min(eps)
     present = onehot.sum(dims) > 0
     return ((1.0 - score) * present).mean()
+
+
+def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0, dice_weight: float = 1.0) -> torch.Tensor:
+    """``ce_weight``·cross-entropy + ``dice_weight``·:func:`multiclass_soft_dice_loss` (TransUNet 0.5/0.5, SwinUNETR 1/1).
+
+    Args:
+        logits: ``(B, K, H, W)`` pre-softmax scores (log-probabilities work too: softmax is unchanged).
+        target: ``(B, H, W)`` int64 class indices.
+        ce_weight: weight of the pixel-mean cross-entropy.
+        dice_weight: weight of the soft Dice loss.
+
+    Returns:
+        scalar loss, float32.
+    """
+    loss = dice_weight * multiclass_soft_dice_loss(logits, target)
+    if ce_weight:
+        loss = loss + ce_weight * F.cross_entropy(logits.float(), target.long())
+    return loss
