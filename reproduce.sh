@@ -3,7 +3,7 @@
 # pinned requirements change), then runs a verb:
 #   setup            only the environment
 #   test             the test suite (CPU, a few minutes on 2 cores)
-#   table1|2|3       a paper table end to end (default: quick profile on the embedded phantom)
+#   table1|2|3       a paper table end to end (default: quick profile on CPU, paper on GPU)
 #   all              table1, table2 and table3
 #   figures          PNG figures from a profile's tables and runs (results/<profile>/figures/)
 # Extra arguments go to the verb, e.g. ./reproduce.sh table1 --profile paper --seeds 0,1,2,
@@ -46,7 +46,7 @@ case "$verb" in
     setup
     exec "$VENV/bin/ssnet" figures "$@" ;;
   help|-h|--help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "reproduce.sh: unknown verb '$verb' (setup, test, table1, table2, table3, all, figures)" >&2; exit 2 ;;
 esac

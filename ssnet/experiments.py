@@ -360,7 +360,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
                         help="wait for submitted jobs and write the table (default: only for --launcher local)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow options: table1 --profile paper train.max_steps=2
     profile, why = choose_profile(args.profile)
     print(f"profile {profile} ({why})", file=sys.stderr)
     seeds = [int(s) for s in (args.seeds or ("0,1,2" if profile == "paper" else "0")).split(",")]

@@ -37,7 +37,7 @@ def launcher_config(name: str, options: list[str] | None = None) -> dict[str, An
     schema = OmegaConf.structured(SlurmQueueConf if name == "slurm" else LocalQueueConf)
     try:
         user = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(options or [])))
-        merged = OmegaConf.merge(schema, {k: v for k, v in OmegaConf.to_container(user).items()})
+        merged = OmegaConf.merge(schema, {k: v for k, v in OmegaConf.to_container(user).items() if v is not None})
     except Exception as exc:  # omegaconf validation errors
         raise SsnetError(f"{path}: bad launcher option ({' '.join(str(exc).split())})") from None
     data = OmegaConf.to_container(merged, resolve=False)

@@ -39,8 +39,9 @@ def _git(*args: str) -> str | None:
     return res.stdout if res.returncode == 0 else None
 
 
-def code_hash(root: Path = REPO_ROOT) -> str:
-    """Hash of the training code under ``root`` (see the module docstring)."""
+def code_hash(root: Path | None = None) -> str:
+    """Hash of the training code under ``root`` (default: this checkout; see the module docstring)."""
+    root = REPO_ROOT if root is None else root
     h = hashlib.sha256()
     for rel in CODE_PATHS:
         base = root / rel
