@@ -9,7 +9,8 @@ PNGs under ``<results>/figures/``:
   SSNet Dice is the (lower) median over the test scans. Columns: the ED frame (frame 0), the ES frame
   (the clip frame that differs most from ED), the ground truth and each Table 1 method's prediction
   (seed 0, overlaid on ED; myocardium green, infarct yellow, MVO red), and SSNet's uncertainty map U
-  (``SegOutput.aux["uncertainty"]``, from the run's best checkpoint re-run on the four clips).
+  (``SegOutput.aux["uncertainty"]``, from the run's best checkpoint re-run on the four clips; colours scaled
+  per scan, the range printed under each map).
 * ``mvo_dice_boxplot.png`` (Table 1): per-scan Dice on MVO-positive scans per method (seed-averaged),
   one box per method, annotated with the Holm-adjusted Wilcoxon p of the table's statistics
   (``table1_stats.csv``: SSNet vs the method, paper protocol, Dice over all scans).
@@ -265,7 +266,9 @@ def fig3_panel(per_case: pd.DataFrame, runs_root: Path, labels: dict[str, str], 
             _overlay(axes[r, c], clip[0], np.asarray(pred).astype(int))
         ax = axes[r, -1]
         if unc is not None:
-            ax.imshow(unc[r, 0].float().numpy(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+            u = unc[r, 0].float().numpy()
+            ax.imshow(u, cmap="magma", interpolation="nearest")  # scaled per scan: the range is printed below
+            ax.set_xlabel(f"U {u.min():.2f}–{u.max():.2f}", fontsize=6)
         ax.set_xticks([])
         ax.set_yticks([])
         n_gt = int(first[(first["method"] == ours) & (first["scan_id"] == scan)]["n_gt"].iloc[0])
