@@ -211,7 +211,10 @@ def choose_profile(profile: str | None) -> tuple[str, str]:
 
 
 def ours_of(kind: str, jobs: list[Job]) -> str | None:
-    return OURS if kind == "table1" else jobs[-1].method if kind == "table2" else None
+    """The row tested against every other: SSNet in Table 1 (when it is a row), the full model in Table 2."""
+    if kind == "table1":
+        return OURS if OURS in {j.method for j in jobs} else None
+    return jobs[-1].method if kind == "table2" else None
 
 
 def efficiency_columns(info: dict) -> dict[str, str]:
@@ -344,7 +347,26 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
     return write_tables(kind, jobs, runs, out_dir, with_paper)
 
 
+def ddp_worker() -> bool:
+    """In a DDP worker that Lightning started by re-running ``ssnet reproduce …``: train only rank 0's current run
+    (its folder is passed down in ``SSNET_RUN_DIR``) and stop; True when this process was such a worker."""
+    import os
+
+    run_dir = os.environ.get("SSNET_RUN_DIR")
+    if not run_dir or int(os.environ.get("LOCAL_RANK", "0") or 0) == 0:
+        return False
+    from omegaconf import OmegaConf
+
+    from ssnet.engine.train import train
+
+    overrides = [str(o) for o in OmegaConf.load(Path(run_dir) / ".hydra" / "overrides.yaml")]
+    train(compose(overrides), overrides)
+    return True
+
+
 def main(argv: list[str]) -> int:
+    if ddp_worker():
+        return 0
     parser = argparse.ArgumentParser(prog="ssnet reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=sorted(JOBS))
     parser.add_argument("--profile", default=None, choices=["smoke", "quick", "paper", "authors_code"],
