@@ -1,9 +1,14 @@
 """Paper tables end to end: phantom (cached) → split → train every row (finished runs reused)
 → shared scorer → per-case CSV, summary, paired statistics and the table (CSV, Markdown, LaTeX).
 
-``ssnet reproduce table1|table2|table3 [--profile quick|paper|smoke] [--seeds 0,1,2] [--data DIR]``
-is what ``./reproduce.sh table1`` runs. Runs live in ``<out>/runs``; a run whose folder holds a
-``done`` run.json for the same config hash is reused, an interrupted one resumes.
+``ssnet reproduce table1|table2|table3 [--profile quick|paper|smoke] [--seeds 0,1,2] [--data DIR]
+[--launcher slurm|local] [overrides]`` is what ``./reproduce.sh table1`` runs. Without ``--profile``
+the paper profile is used when a CUDA device is present, else quick (the choice is printed).
+Runs live in ``<out>/runs`` under deterministic names (method, profile, seed, config hash); a
+finished run is reused while its training code is unchanged (``ssnet/engine/provenance.py``),
+otherwise retrained with a one-line reason; an interrupted one resumes. Each run is announced as
+``run i/N`` with an estimated time from earlier runs' seconds per step. ``--launcher`` submits the
+unfinished runs as submitit jobs (``ssnet/engine/launch.py``); a later call collects them.
 """
 from __future__ import annotations
 
