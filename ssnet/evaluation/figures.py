@@ -91,7 +91,7 @@ def mvo_boxplot(per_case: pd.DataFrame, stats: pd.DataFrame | None, labels: dict
     plt = _plt()
     vals = scan_values(per_case, positive_only=True)
     data = [vals.loc[vals["method"] == m, "value"].to_numpy() for m in order]
-    fig, ax = plt.subplots(figsize=(1.3 * len(order) + 2, 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(order) + 2), 4.2))
     ax.boxplot(data, showmeans=True)
     ax.set_xticks(range(1, len(order) + 1), [labels.get(m, m) for m in order], rotation=20, ha="right")
     ax.set_ylabel("Dice on MVO-positive scans (per scan)")
@@ -104,11 +104,12 @@ def mvo_boxplot(per_case: pd.DataFrame, stats: pd.DataFrame | None, labels: dict
             if len(hit):
                 from ssnet.evaluation.tables import format_p
 
-                text = f"p={format_p(float(hit['p_holm'].iloc[0]))}"
+                p = format_p(float(hit["p_holm"].iloc[0]))
+                text = f"p {p}" if p.startswith("<") else f"p = {p}"
         ax.text(i, 1.06, text, ha="center", fontsize=8)
     n = vals["scan_id"].nunique()
-    ax.set_title(f"MVO-positive Dice per scan ({n} scans); p: Holm-adjusted Wilcoxon vs {labels.get(ours, ours)} (Dice)",
-                 fontsize=9)
+    ax.set_title(f"Dice on the {n} MVO-positive test scans (box: quartiles, ▲ mean)\n"
+                 f"p: Holm-adjusted Wilcoxon, {labels.get(ours, ours)} vs the method (Table 1, Dice)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
