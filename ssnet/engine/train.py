@@ -78,7 +78,7 @@ class StepTimer(Callback):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+        if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         self.times.append(time.perf_counter() - self._t0)
 
@@ -213,7 +213,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         sps = timer.seconds_per_step(accumulate)
         write_status(run_dir, train_seconds=round(seconds_before + train_s, 1),
                      train_seconds_per_step=round(sps, 4) if sps is not None else None,
-                     peak_memory_mb=round(peak_memory_mb(module.device), 1), world_size=int(trainer.world_size))
+                     peak_memory_mb=round(peak_memory_mb(trainer.strategy.root_device), 1), world_size=int(trainer.world_size))
 
         best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
         state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
