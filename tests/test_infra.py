@@ -129,6 +129,7 @@ def test_changed_code_retrains_with_a_reason(tiny_split_dataset: Path, tmp_path:
     experiments.reproduce("table1", "smoke", [0], tiny_split_dataset, out, extra=SMOKE)
     err = capsys.readouterr().err
     assert "retraining unet-smoke-s0-" in err and "the training code changed" in err
+    assert "run 1/1: unet seed 0: training" in err and "s/step measured" in err  # estimate from the first run
     assert len(list((out / "runs").glob("unet-smoke-s0-*"))) == 2
 
 
