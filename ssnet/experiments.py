@@ -193,15 +193,38 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def run_job(job: Job, base: list[str], seed: int) -> Path:
-    """Train (or reuse) one row at one seed; return the run folder."""
+def multi_process(cfg) -> bool:
+    """Whether the run trains in several processes (``train.devices`` > 1, e.g. with ``train.strategy=ddp``)."""
+    d = cfg.train.devices
+    if isinstance(d, str):
+        return d not in ("1", "auto")
+    return (len(d) > 1) if not isinstance(d, int) else d != 1
+
+
+def train_run(overrides: list[str]) -> Path:
+    """Train one run; return its folder. A multi-process (DDP) run goes through ``ssnet train`` in a child
+    process: Lightning starts its workers by re-running the current command, which must be that one run."""
+    import subprocess
+
     from ssnet.engine.train import train
 
+    cfg = compose(overrides)
+    if not multi_process(cfg):
+        return train(cfg, overrides)
+    res = subprocess.run([sys.executable, "-m", "ssnet.cli", "train", *overrides], stdout=subprocess.PIPE, text=True)
+    lines = res.stdout.strip().splitlines()
+    if res.returncode != 0 or not lines:
+        raise SsnetError(f"ssnet train {' '.join(overrides)}: failed with exit code {res.returncode} (its error is above)")
+    return Path(lines[-1])
+
+
+def run_job(job: Job, base: list[str], seed: int) -> Path:
+    """Train (or reuse) one row at one seed; return the run folder."""
     planned = plan([job], base, [seed], Path(compose(base).run_root))[0]
     if planned.run_dir is not None:
         print(f"reusing {planned.run_dir}", file=sys.stderr)
         return planned.run_dir
-    return train(compose(planned.overrides), planned.overrides)
+    return train_run(planned.overrides)
 
 
 def choose_profile(profile: str | None) -> tuple[str, str]:
@@ -287,7 +310,6 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
     ``wait`` (default: true for ``local``) waits for them and writes the table, else returns ``{}``.
     """
     from ssnet.engine import launch
-    from ssnet.engine.train import train
 
     jobs = JOBS[kind]()
     if data_dir is None:
@@ -346,32 +368,13 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
         when = f"estimated {format_duration(est)} ({source})" if est is not None else source
         print(f"{head}: training -> {run_root / p.name} ({when})", file=sys.stderr)
         start = time.perf_counter()
-        runs[(p.job.method, p.seed)] = train(compose(p.overrides), p.overrides)
+        runs[(p.job.method, p.seed)] = train_run(p.overrides)
         print(f"{head}: done in {format_duration(time.perf_counter() - start)}", file=sys.stderr)
     jobs_file.unlink(missing_ok=True)
     return write_tables(kind, jobs, runs, out_dir, with_paper)
 
 
-def ddp_worker() -> bool:
-    """In a DDP worker that Lightning started by re-running ``ssnet reproduce …``: train only rank 0's current run
-    (its folder is passed down in ``SSNET_RUN_DIR``) and stop; True when this process was such a worker."""
-    import os
-
-    run_dir = os.environ.get("SSNET_RUN_DIR")
-    if not run_dir or int(os.environ.get("LOCAL_RANK", "0") or 0) == 0:
-        return False
-    from omegaconf import OmegaConf
-
-    from ssnet.engine.train import train
-
-    overrides = [str(o) for o in OmegaConf.load(Path(run_dir) / ".hydra" / "overrides.yaml")]
-    train(compose(overrides), overrides)
-    return True
-
-
 def main(argv: list[str]) -> int:
-    if ddp_worker():
-        return 0
     parser = argparse.ArgumentParser(prog="ssnet reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=sorted(JOBS))
     parser.add_argument("--profile", default=None, choices=["smoke", "quick", "paper", "authors_code"],

@@ -71,10 +71,9 @@ def make_executor(name: str, params: dict[str, Any], out_dir: Path):
 def run_training(overrides: list[str]) -> str:
     """Job body: ``ssnet train OVERRIDES``; returns the run folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ssnet.engine.config import compose
-    from ssnet.engine.train import train
+    from ssnet.experiments import train_run
 
-    return str(train(compose(overrides), overrides))
+    return str(train_run(overrides))
 
 
 def submit(name: str, params: dict[str, Any], runs: list[tuple[str, list[str]]], out_dir: Path, jobs_file: Path) -> list:
