@@ -3,10 +3,12 @@
 # pinned requirements change), then runs a verb:
 #   setup            only the environment
 #   test             the test suite (CPU, a few minutes on 2 cores)
-#   table1|2|3       a paper table end to end (default: quick profile on the embedded phantom)
+#   table1|2|3       a paper table end to end (default: quick profile on CPU, paper on GPU)
 #   all              table1, table2 and table3
-#   figures          (not implemented yet)
-# Extra arguments go to the verb, e.g. ./reproduce.sh table1 --profile paper --seeds 0,1,2
+#   figures          PNG figures from a profile's tables and runs (results/<profile>/figures/)
+# Extra arguments go to the verb, e.g. ./reproduce.sh table1 --profile paper --seeds 0,1,2,
+# ./reproduce.sh table1 --launcher slurm (one job per run; rerun later to collect), ./reproduce.sh figures --profile quick.
+# Without --profile, table1|2|3 use the paper profile when a CUDA device is present, else quick.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -41,9 +43,10 @@ case "$verb" in
     setup
     for t in table1 table2 table3; do "$VENV/bin/ssnet" reproduce "$t" "$@"; done ;;
   figures)
-    echo "reproduce.sh: 'figures' is not implemented yet (its issue has not landed)" >&2; exit 2 ;;
+    setup
+    exec "$VENV/bin/ssnet" figures "$@" ;;
   help|-h|--help)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "reproduce.sh: unknown verb '$verb' (setup, test, table1, table2, table3, all, figures)" >&2; exit 2 ;;
 esac

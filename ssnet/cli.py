@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "compare": ("ssnet.evaluation.compare", "Compare two per-case (or summary) CSVs with paired statistics."),
     "tables": ("ssnet.evaluation.tables", "Write Table 1/2/3 (CSV, Markdown, LaTeX) from per-case CSVs."),
     "reproduce": ("ssnet.experiments", "Run a paper table end to end (used by reproduce.sh)."),
+    "figures": ("ssnet.evaluation.figures", "Draw the paper-style figures (PNG) from a profile's runs and tables."),
 }
 
 

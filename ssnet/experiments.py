@@ -1,9 +1,14 @@
 """Paper tables end to end: phantom (cached) → split → train every row (finished runs reused)
 → shared scorer → per-case CSV, summary, paired statistics and the table (CSV, Markdown, LaTeX).
 
-``ssnet reproduce table1|table2|table3 [--profile quick|paper|smoke] [--seeds 0,1,2] [--data DIR]``
-is what ``./reproduce.sh table1`` runs. Runs live in ``<out>/runs``; a run whose folder holds a
-``done`` run.json for the same config hash is reused, an interrupted one resumes.
+``ssnet reproduce table1|table2|table3 [--profile quick|paper|smoke] [--seeds 0,1,2] [--data DIR]
+[--launcher slurm|local] [overrides]`` is what ``./reproduce.sh table1`` runs. Without ``--profile``
+the paper profile is used when a CUDA device is present, else quick (the choice is printed).
+Runs live in ``<out>/runs`` under deterministic names (method, profile, seed, config hash); a
+finished run is reused while its training code is unchanged (``ssnet/engine/provenance.py``),
+otherwise retrained with a one-line reason; an interrupted one resumes. Each run is announced as
+``run i/N`` with an estimated time from earlier runs' seconds per step. ``--launcher`` submits the
+unfinished runs as submitit jobs (``ssnet/engine/launch.py``); a later call collects them.
 """
 from __future__ import annotations
 
@@ -116,30 +121,207 @@ def ensure_paper_split(data_dir: Path) -> None:
     make_split(data_dir, seed=0, target_scans=PAPER_SCANS if n == sum(PAPER_SCANS) else None)
 
 
-def run_job(job: Job, base: list[str], seed: int) -> Path:
-    """Train (or reuse) one row at one seed; return the run folder."""
+def run_name(cfg) -> str:
+    """The deterministic run folder name (as ``ssnet train`` makes it): ``<method>-<profile>-s<seed>-<config hash>``."""
+    return f"{cfg.get('method') or cfg.model.key}-{cfg.profile.name}-s{cfg.seed}-{config_hash(cfg)}"
+
+
+@dataclass
+class Planned:
+    """One run of a table: its row, seed, overrides, deterministic name and folder (when reusable)."""
+
+    job: Job
+    seed: int
+    overrides: list[str]
+    name: str
+    run_dir: Path | None = None
+    why_retrain: str | None = None
+
+
+def find_finished(run_root: Path, name: str, current_code: str | None) -> tuple[Path | None, str | None]:
+    """The newest finished, reusable run folder ``name`` / ``name-2`` / …, or ``(None, why not)``.
+
+    A finished run is reusable when its training code equals the current one
+    (:func:`ssnet.engine.provenance.stale_reason`); ``current_code=None`` skips that check.
+    """
+    from ssnet.engine.provenance import stale_reason
+
+    done = []
+    for i in range(1, 10_000):
+        d = run_root / (name if i == 1 else f"{name}-{i}")
+        if not d.exists():
+            if i > 1:
+                break
+            continue
+        if is_done(d) and (d / "per_case.csv").exists():
+            done.append(d)
+    why = None
+    for d in reversed(done):
+        why = stale_reason(read_run(d), current_code) if current_code else None
+        if why is None:
+            return d, None
+    return None, (f"{done[-1].name}: {why}" if done else None)
+
+
+def plan(jobs: list[Job], base: list[str], seeds: list[int], run_root: Path, check_code: bool = True) -> list[Planned]:
+    """Every (row, seed) of a table with its run name and, when reusable, its finished folder."""
+    from ssnet.engine.provenance import code_hash
+
+    current = code_hash() if check_code else None
+    out = []
+    for job in jobs:
+        for seed in seeds:
+            overrides = base + job.overrides + [f"seed={seed}"]
+            name = run_name(compose(overrides))
+            run_dir, why = find_finished(run_root, name, current)
+            out.append(Planned(job, seed, overrides, name, run_dir, why))
+    return out
+
+
+def estimate_seconds(p: Planned, run_root: Path) -> tuple[float | None, str]:
+    """(seconds, source) for one run: its steps × the seconds per step of the newest finished run of the
+    same method, profile and data size under ``run_root`` (run.json ``train_seconds_per_step``)."""
+    cfg = compose(p.overrides)
+    steps = int(cfg.train.max_steps)
+    method = cfg.get("method") or cfg.model.key
+    best: tuple[float, float] | None = None
+    if run_root.is_dir():
+        for rj in run_root.glob(f"{method}-{cfg.profile.name}-s*/run.json"):
+            info = read_run(rj.parent)
+            sps = info.get("train_seconds_per_step")
+            if sps and (best is None or rj.stat().st_mtime > best[0]):
+                best = (rj.stat().st_mtime, float(sps))
+    if best is None:
+        return None, f"no estimate yet (no finished {method} run at this profile)"
+    return steps * best[1], f"{steps} steps × {best[1]:.2f} s/step measured"
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def multi_process(cfg) -> bool:
+    """Whether the run trains in several processes (``train.devices`` > 1, e.g. with ``train.strategy=ddp``)."""
+    d = cfg.train.devices
+    if isinstance(d, str):
+        return d not in ("1", "auto")
+    return (len(d) > 1) if not isinstance(d, int) else d != 1
+
+
+def train_run(overrides: list[str]) -> Path:
+    """Train one run; return its folder. A multi-process (DDP) run goes through ``ssnet train`` in a child
+    process: Lightning starts its workers by re-running the current command, which must be that one run."""
+    import subprocess
+
     from ssnet.engine.train import train
 
-    overrides = base + job.overrides + [f"seed={seed}"]
     cfg = compose(overrides)
-    name = f"{cfg.get('method') or cfg.model.key}-{cfg.profile.name}-s{seed}-{config_hash(cfg)}"
-    run_dir = Path(cfg.run_root) / name
-    if is_done(run_dir) and (run_dir / "per_case.csv").exists():
-        print(f"reusing {run_dir}", file=sys.stderr)
-        return run_dir
-    print(f"training {job.method} (seed {seed}) -> {run_dir}", file=sys.stderr)
-    return train(cfg, overrides)
+    if not multi_process(cfg):
+        return train(cfg, overrides)
+    res = subprocess.run([sys.executable, "-m", "ssnet.cli", "train", *overrides], stdout=subprocess.PIPE, text=True)
+    lines = res.stdout.strip().splitlines()
+    if res.returncode != 0 or not lines:
+        raise SsnetError(f"ssnet train {' '.join(overrides)}: failed with exit code {res.returncode} (its error is above)")
+    return Path(lines[-1])
+
+
+def run_job(job: Job, base: list[str], seed: int) -> Path:
+    """Train (or reuse) one row at one seed; return the run folder."""
+    planned = plan([job], base, [seed], Path(compose(base).run_root))[0]
+    if planned.run_dir is not None:
+        print(f"reusing {planned.run_dir}", file=sys.stderr)
+        return planned.run_dir
+    return train_run(planned.overrides)
+
+
+def choose_profile(profile: str | None) -> tuple[str, str]:
+    """``(profile, why)``: the requested one, else ``paper`` when CUDA is present, else ``quick``."""
+    if profile:
+        return profile, "--profile"
+    import torch
+
+    if torch.cuda.is_available():
+        return "paper", f"CUDA device found ({torch.cuda.get_device_name(0)}); --profile quick for the CPU profile"
+    return "quick", "no CUDA device; --profile paper for the paper's configuration (GPU)"
+
+
+def ours_of(kind: str, jobs: list[Job]) -> str | None:
+    """The row tested against every other: SSNet in Table 1 (when it is a row), the full model in Table 2."""
+    if kind == "table1":
+        return OURS if OURS in {j.method for j in jobs} else None
+    return jobs[-1].method if kind == "table2" else None
+
+
+def efficiency_columns(info: dict) -> dict[str, str]:
+    """Table 1 efficiency cells from a run.json."""
+    def num(key: str, fmt: str, scale: float = 1.0) -> str:
+        v = info.get(key)
+        return format(v / scale, fmt) if isinstance(v, (int, float)) else ""
+
+    return {"params_m": num("params", ".2f", 1e6), "gflops": num("gflops_per_clip", ".1f"),
+            "s_per_step": num("train_seconds_per_step", ".3f"), "peak_mem_mb": num("peak_memory_mb", ".0f"),
+            "ms_per_clip": num("ms_per_clip", ".1f")}
+
+
+def rows_frame(rows: list) -> pd.DataFrame:
+    """The table rows (method, label, extra columns) as written to ``<kind>_rows.csv``."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r.columns if k not in keys]
+    return pd.DataFrame([{"method": r.method, "label": r.label, **{k: r.columns.get(k, "") for k in keys}} for r in rows],
+                        columns=["method", "label", *keys])
+
+
+def write_tables(kind: str, jobs: list[Job], runs: dict[tuple[str, int], Path], out_dir: Path, with_paper: bool) -> dict[str, Path]:
+    """Per-case CSV, summary, rows, statistics and the table from finished run folders."""
+    from ssnet.evaluation import stats, tables
+    from ssnet.evaluation.score import read_per_case
+
+    frames, efficiency = [], {}
+    for (method, _seed), run_dir in runs.items():
+        frames.append(read_per_case(run_dir / "per_case.csv"))
+        efficiency.setdefault(method, read_run(run_dir))
+    per_case = pd.concat(frames, ignore_index=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"per_case": out_dir / f"{kind}_per_case.csv", "summary": out_dir / f"{kind}_summary.csv",
+               "rows": out_dir / f"{kind}_rows.csv"}
+    atomic_write_csv(per_case, written["per_case"])
+    atomic_write_csv(stats.summarize(per_case), written["summary"])
+    rows = []
+    for job in jobs:
+        cols = dict(job.columns)
+        if kind == "table1":
+            cols.update(efficiency_columns(efficiency.get(job.method, {})))
+        rows.append(tables.TableRow(job.method, job.label, cols))
+    atomic_write_csv(rows_frame(rows), written["rows"])
+    ours = ours_of(kind, jobs)
+    written.update(tables.write_table(kind, per_case, rows, ours, out_dir, stem=kind, with_paper=with_paper))
+    if ours is not None and len(jobs) > 1:
+        written["stats"] = out_dir / f"{kind}_stats.csv"
+        both = [stats.paired_stats(per_case, ours, protocol=p) for p in ("paper", "strict")]
+        atomic_write_csv(pd.concat(both, ignore_index=True), written["stats"])
+    return written
+
+
+class RunsPending(SsnetError):
+    """Submitted jobs have not finished yet."""
 
 
 def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, out_dir: Path, with_paper: bool = True,
-              extra: list[str] | None = None, methods: list[str] | None = None) -> dict[str, Path]:
+              extra: list[str] | None = None, launcher: str | None = None, launcher_opts: list[str] | None = None,
+              wait: bool | None = None, methods: list[str] | None = None) -> dict[str, Path]:
     """Build one paper table end to end; return the written files.
 
     Without ``data_dir`` the profile's default phantom is used (generated once, then cached).
     ``methods`` restricts the rows (table order kept).
+    ``launcher`` (``slurm``/``local``): submit the unfinished runs as jobs (:mod:`ssnet.engine.launch`);
+    ``wait`` (default: true for ``local``) waits for them and writes the table, else returns ``{}``.
     """
-    from ssnet.evaluation import stats, tables
-    from ssnet.evaluation.score import read_per_case
+    from ssnet.engine import launch
 
     jobs = select_jobs(JOBS[kind](), methods)
     if data_dir is None:
@@ -149,55 +331,94 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
     elif not (data_dir / "manifest.csv").exists():
         raise SsnetError(f"{data_dir / 'manifest.csv'}: dataset not found")
     ensure_paper_split(data_dir)
-    base = [f"profile={profile}", f"data.dir={data_dir}", f"run_root={out_dir / 'runs'}"] + list(extra or [])
-    frames, efficiency = [], {}
-    for job in jobs:
-        for seed in seeds:
-            run_dir = run_job(job, base, seed)
-            frames.append(read_per_case(run_dir / "per_case.csv"))
-            info = read_run(run_dir)
-            efficiency.setdefault(job.method, (info.get("params"), info.get("gflops_per_clip"), info.get("ms_per_clip")))
-    per_case = pd.concat(frames, ignore_index=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"per_case": out_dir / f"{kind}_per_case.csv", "summary": out_dir / f"{kind}_summary.csv"}
-    atomic_write_csv(per_case, written["per_case"])
-    atomic_write_csv(stats.summarize(per_case), written["summary"])
-    rows = []
-    for job in jobs:
-        cols = dict(job.columns)
-        params, gflops, ms = efficiency.get(job.method, (None, None, None))
-        if kind == "table1" and params:
-            cols["params_m"] = f"{params / 1e6:.2f}"
-            cols["gflops"] = f"{gflops:.1f}" if gflops is not None else ""
-            cols["ms_per_clip"] = f"{ms:.1f}" if ms is not None else ""
-        rows.append(tables.TableRow(job.method, job.label, cols))
-    ours = OURS if kind == "table1" else jobs[-1].method if kind == "table2" else None
-    ours = ours if ours in {j.method for j in jobs} else None
-    written.update(tables.write_table(kind, per_case, rows, ours, out_dir, stem=kind, with_paper=with_paper))
-    if ours is not None and len(jobs) > 1:
-        written["stats"] = out_dir / f"{kind}_stats.csv"
-        both = [stats.paired_stats(per_case, ours, protocol=p) for p in ("paper", "strict")]
-        atomic_write_csv(pd.concat(both, ignore_index=True), written["stats"])
-    return written
+    run_root = out_dir / "runs"
+    base = [f"profile={profile}", f"data.dir={data_dir}", f"run_root={run_root}"] + list(extra or [])
+    planned = plan(jobs, base, seeds, run_root.resolve())
+    todo = [p for p in planned if p.run_dir is None]
+    jobs_file = out_dir / f"{kind}_jobs.json"
+    submitted = launch.read_jobs(jobs_file)
+    active = {e["run"] for e in submitted.get("jobs", []) if launch.job_active(submitted.get("launcher", ""), e)}
+    waiting = [p for p in todo if p.name in active]
+    if waiting and not launcher:
+        n_done = len(planned) - len(todo)
+        raise RunsPending(f"{n_done} of {len(planned)} runs finished; rerun when the jobs are done "
+                          f"({len(waiting)} still queued or running, listed in {jobs_file})")
+    for p in todo:
+        if p.why_retrain:
+            print(f"retraining {p.name}: {p.why_retrain}", file=sys.stderr)
+    if launcher and todo:
+        params = launch.launcher_config(launcher, launcher_opts)
+        sub = [p for p in todo if p.name not in active]
+        print(f"submitting {len(sub)} run(s) of {kind} to the {launcher} launcher "
+              f"({len(planned) - len(todo)} of {len(planned)} finished, {len(todo) - len(sub)} already submitted)",
+              file=sys.stderr)
+        handles = launch.submit(launcher, params, [(p.name, p.overrides) for p in sub], out_dir, jobs_file) if sub else []
+        for p, h in zip(sub, handles):
+            print(f"  job {h.job_id}: {p.name}", file=sys.stderr)
+        if not (launcher == "local" if wait is None else wait):
+            print(f"{kind}: {len(planned) - len(todo)} of {len(planned)} runs finished; rerun "
+                  f"`./reproduce.sh {kind}` with the same options when the jobs are done", file=sys.stderr)
+            return {}
+        for p, h in zip(sub, handles):
+            try:
+                h.result()
+            except Exception as exc:
+                raise SsnetError(f"job {h.job_id} ({p.name}) failed: {' '.join(str(exc).split())[-400:]}") from None
+        planned = plan(jobs, base, seeds, run_root.resolve(), check_code=False)
+        missing = [p.name for p in planned if p.run_dir is None]
+        if missing:
+            raise SsnetError(f"{len(planned) - len(missing)} of {len(planned)} runs finished; missing {missing[0]}")
+        todo = []
+    runs: dict[tuple[str, int], Path] = {}
+    for i, p in enumerate(planned, 1):
+        head = f"run {i}/{len(planned)}: {p.job.method} seed {p.seed}"
+        if p.run_dir is not None:
+            print(f"{head}: reusing {p.run_dir}", file=sys.stderr)
+            runs[(p.job.method, p.seed)] = p.run_dir
+            continue
+        est, source = estimate_seconds(p, run_root)
+        when = f"estimated {format_duration(est)} ({source})" if est is not None else source
+        print(f"{head}: training -> {run_root / p.name} ({when})", file=sys.stderr)
+        start = time.perf_counter()
+        runs[(p.job.method, p.seed)] = train_run(p.overrides)
+        print(f"{head}: done in {format_duration(time.perf_counter() - start)}", file=sys.stderr)
+    jobs_file.unlink(missing_ok=True)
+    return write_tables(kind, jobs, runs, out_dir, with_paper)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ssnet reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=sorted(JOBS))
-    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper", "authors_code"])
+    parser.add_argument("--profile", default=None, choices=["smoke", "quick", "paper", "authors_code"],
+                        help="default: paper when a CUDA device is present, else quick (the choice is printed)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0 for quick/smoke, 0,1,2 for paper)")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: the profile's phantom, data/phantom-<difficulty>)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: results/<profile>)")
     parser.add_argument("--no-paper", action="store_true", help="omit the paper's published numbers from the tables")
     parser.add_argument("--methods", default=None, help="comma-separated rows to run, e.g. unet,unetpp,ssnet (default: all)")
+    parser.add_argument("--launcher", default=None, choices=["slurm", "local"],
+                        help="submit the runs as jobs (configs/launcher/NAME.yaml, submitit); a later call collects them")
+    parser.add_argument("--launcher-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a launcher setting, e.g. --launcher-opt partition=gpu (repeatable)")
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=None,
+                        help="wait for submitted jobs and write the table (default: only for --launcher local)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
-    args = parser.parse_args(argv)
-    seeds = [int(s) for s in (args.seeds or ("0,1,2" if args.profile == "paper" else "0")).split(",")]
-    out = args.out or Path("results") / args.profile
+    args = parser.parse_intermixed_args(argv)  # overrides may follow options: table1 --profile paper train.max_steps=2
+    profile, why = choose_profile(args.profile)
+    print(f"profile {profile} ({why})", file=sys.stderr)
+    seeds = [int(s) for s in (args.seeds or ("0,1,2" if profile == "paper" else "0")).split(",")]
+    out = args.out or Path("results") / profile
     start = time.perf_counter()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    written = reproduce(args.table, args.profile, seeds, args.data, out, with_paper=not args.no_paper, extra=args.overrides,
-                        methods=methods)
+    try:
+        written = reproduce(args.table, profile, seeds, args.data, out, with_paper=not args.no_paper, extra=args.overrides,
+                            launcher=args.launcher, launcher_opts=args.launcher_opt, wait=args.wait,
+                            methods=methods)
+    except RunsPending as exc:
+        print(f"ssnet reproduce {args.table}: {exc}", file=sys.stderr)
+        return 3
+    if not written:
+        return 0
     for key, path in written.items():
         print(f"{key}: {path}")
     md = written.get("md")

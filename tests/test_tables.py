@@ -30,6 +30,7 @@ GT_MVO = [(4, 6, 9, 12), None, (8, 4, 14, 10), (10, 10, 16, 16), None, (3, 3, 9,
 def _gt(i: int) -> np.ndarray:
     lab = np.zeros((SIZE, SIZE), np.int64)
     lab[2:22, 2:22] = 1
+    lab[18:22, 2:22] = 2  # infarct strip (class 2)
     if GT_MVO[i] is not None:
         r0, c0, r1, c1 = GT_MVO[i]
         lab[r0:r1, c0:c1] = 3
@@ -40,6 +41,7 @@ def _pred(i: int, quality: int, seed: int) -> np.ndarray:
     """Deterministic prediction: MVO shifted by (quality + seed) % 4 rows; misses/false positives by rule."""
     lab = np.zeros((SIZE, SIZE), np.int64)
     lab[2:22, 2:22] = 1
+    lab[18 + (quality + i) % 2 : 22, 2 + seed : 22] = 2
     shift = (quality + seed + i) % 4
     if GT_MVO[i] is not None and (i + quality + seed) % 5 != 0:
         r0, c0, r1, c1 = GT_MVO[i]
@@ -53,7 +55,7 @@ def make_per_case(method: str, quality: int, seeds: int) -> pd.DataFrame:
     rows = []
     for seed in range(seeds):
         for i in range(len(GT_MVO)):
-            for r in evaluate_scan(_pred(i, quality, seed), _gt(i), classes=(3,), spacing=(1.25, 1.25), tau=1.0):
+            for r in evaluate_scan(_pred(i, quality, seed), _gt(i), classes=(2, 3), spacing=(1.25, 1.25), tau=1.0):
                 rows.append({**r, "method": method, "seed": seed, "split": "test", "scan_id": f"scan{i:02d}",
                              "patient_id": f"P{i // 2}", "unit": "mm", "spacing_row": 1.25, "spacing_col": 1.25,
                              "checkpoint": "", "config_hash": "", "split_hash": "0a1b2c3d4e5f", "tau": 1.0,
@@ -81,7 +83,8 @@ def _check_golden(written: dict[str, Path]) -> None:
 
 def test_table1_golden(tmp_path, per_case_t1):
     rows = [TableRow("unet", "UNet", {"Input": "Image"}), TableRow("vivim", "Vivim", {"Input": "Video"}),
-            TableRow("ssnet", "SSNet (ours)", {"Input": "Video", "Params (M)": "279.1", "GFLOPs": "95.2", "ms/clip": "41"})]
+            TableRow("ssnet", "SSNet (ours)", {"Input": "Video", "Params (M)": "279.1", "GFLOPs": "95.2", "s/step": "0.186",
+                                                "Peak mem (MB)": "18637", "ms/clip": "41"})]
     written = write_table("table1", per_case_t1, rows, "ssnet", tmp_path, "table1", with_paper=True, paper_dir=PAPER_DIR)
     assert set(written) == {"csv", "md", "tex", "strict_csv", "strict_md", "strict_tex"}
     _check_golden(written)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from ssnet.data.dataset import CineDataset, ClipConfig
 from ssnet.data.sampling import StepBatchSampler
 from ssnet.engine.config import build_model, compose, config_hash, model_kwargs
 from ssnet.engine.models_cli import model_cost
+from ssnet.engine.provenance import provenance
 from ssnet.engine.runs import acquire_run_dir, read_run, release, write_status
 from ssnet.errors import input_error
 from ssnet.io import atomic_write_text, save_nifti
@@ -65,6 +67,42 @@ class KillAtStep(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class StepTimer(Callback):
+    """Wall time of the optimiser steps of this session (the first step, warm-up, excluded when there are more)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.times.append(time.perf_counter() - self._t0)
+
+    def seconds_per_step(self, accumulate: int = 1) -> float | None:
+        times = self.times[1:] if len(self.times) > 1 else self.times
+        return float(np.mean(times)) * accumulate if times else None
+
+
+def peak_memory_mb(device: torch.device | None) -> float:
+    """Peak memory of training: CUDA ``max_memory_allocated`` on a GPU; on CPU the peak resident set
+    size of this process (``getrusage`` ``ru_maxrss``, KiB on Linux: it includes the in-memory dataset)."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _ddp_child() -> tuple[Path, bool] | None:
+    """In a DDP worker process (Lightning re-runs the command with ``LOCAL_RANK`` > 0): rank 0's run
+    folder and whether it resumes, passed down through the environment; None in rank 0."""
+    if int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 and os.environ.get("SSNET_RUN_DIR"):
+        return Path(os.environ["SSNET_RUN_DIR"]), os.environ.get("SSNET_RUN_RESUMING") == "1"
+    return None
+
+
 def precision_for(cfg: DictConfig) -> str:
     p = str(cfg.train.precision)
     if p != "auto":
@@ -78,6 +116,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*deterministic.*")
+    warnings.filterwarnings("ignore", ".*sync_dist.*")  # DDP: every rank validates the whole val set, same values
 
 
 def predict_test(module: torch.nn.Module, dataset: CineDataset, out_dir: Path, batch_size: int, device: torch.device) -> float:
@@ -113,16 +152,18 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
     name = cfg.run_name or f"{method}-{cfg.profile.name}-s{cfg.seed}-{chash}"
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = build_model(cfg)  # validates the model config before a folder is made
-    run_dir, resuming = acquire_run_dir(cfg.run_root, name)
+    child = _ddp_child()  # DDP worker: rank 0 owns the folder, the run.json and the predictions
+    run_dir, resuming = child or acquire_run_dir(cfg.run_root, name)
     try:
-        hydra_dir = run_dir / ".hydra"
-        atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-        atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
-        n_params, gflops = model_cost(cfg.model.name, model_kwargs(cfg))
-        seconds_before = float(read_run(run_dir).get("train_seconds") or 0) if resuming else 0.0
-        write_status(run_dir, status="running", method=method, model=cfg.model.name, seed=int(cfg.seed),
-                     config_hash=chash, split_hash=shash, params=n_params, gflops_per_clip=round(gflops, 3),
-                     data_dir=str(Path(cfg.data.dir).resolve()))
+        if child is None:
+            hydra_dir = run_dir / ".hydra"
+            atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+            atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
+            n_params, gflops = model_cost(cfg.model.name, model_kwargs(cfg))
+            seconds_before = float(read_run(run_dir).get("train_seconds") or 0) if resuming else 0.0
+            write_status(run_dir, status="running", method=method, model=cfg.model.name, seed=int(cfg.seed),
+                         profile=str(cfg.profile.name), config_hash=chash, split_hash=shash, params=n_params,
+                         gflops_per_clip=round(gflops, 3), data_dir=str(Path(cfg.data.dir).resolve()), **provenance())
 
         ccfg = clip_config(cfg)
         max_scans = cfg.data.get("max_scans")
@@ -133,16 +174,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         start_step = 0
         if resuming:
             start_step = int(torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]) * accumulate
-        sampler = StepBatchSampler(len(train_ds), int(t.batch_size), int(cfg.seed), int(t.max_steps) * accumulate, start_step)
-        loader_kw: dict[str, Any] = {"num_workers": int(t.num_workers), "persistent_workers": int(t.num_workers) > 0}
-        train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, **loader_kw)
-        val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t.batch_size), **loader_kw)
-
         ckpt_dir = run_dir / "checkpoints"
         best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1,
                                save_weights_only=True, enable_version_counter=False)
         last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=int(t.checkpoint_every), save_top_k=1, enable_version_counter=False)
-        callbacks: list[Any] = [best, last]
+        timer = StepTimer()
+        callbacks: list[Any] = [best, last, timer]
         if t.progress_bar:
             callbacks.append(TQDMProgressBar(refresh_rate=10))
         if os.environ.get("SSNET_FAULT_KILL_AT_STEP"):
@@ -154,15 +191,29 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
             num_sanity_val_steps=0, accumulate_grad_batches=int(t.accumulate_grad_batches),
             deterministic=bool(t.deterministic), callbacks=callbacks, logger=False,
             enable_progress_bar=bool(t.progress_bar), enable_model_summary=False, default_root_dir=str(run_dir),
+            use_distributed_sampler=False,  # the step sampler shards by rank itself (ssnet/data/sampling.py)
         )
+        sampler = StepBatchSampler(len(train_ds), int(t.batch_size), int(cfg.seed), int(t.max_steps) * accumulate, start_step,
+                                   rank=trainer.global_rank, world_size=trainer.world_size)
+        loader_kw: dict[str, Any] = {"num_workers": int(t.num_workers), "persistent_workers": int(t.num_workers) > 0}
+        train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, **loader_kw)
+        val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t.batch_size), **loader_kw)
         module = SegmentationModule(model, cfg, run_label=f"{name} (config {run_dir / '.hydra' / 'config.yaml'})")
         ckpt = str(ckpt_dir / "last.ckpt") if resuming else None
         if resuming:
             print(f"resuming {run_dir} from {ckpt}", file=sys.stderr)
+        os.environ["SSNET_RUN_DIR"], os.environ["SSNET_RUN_RESUMING"] = str(run_dir), "1" if resuming else "0"
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
         train_s = time.perf_counter() - start
-        write_status(run_dir, train_seconds=round(seconds_before + train_s, 1))
+        if child is not None or trainer.global_rank != 0:
+            return run_dir  # one set of predictions and one per_case.csv: rank 0 only
+        sps = timer.seconds_per_step(accumulate)
+        write_status(run_dir, train_seconds=round(seconds_before + train_s, 1),
+                     train_seconds_per_step=round(sps, 4) if sps is not None else None,
+                     peak_memory_mb=round(peak_memory_mb(trainer.strategy.root_device), 1), world_size=int(trainer.world_size))
 
         best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
         state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
@@ -186,7 +237,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
                      ms_per_clip=round(ms_per_clip, 2), best_checkpoint=str(best_path.relative_to(run_dir)),
                      test_mvo_dice_paper=float(np.mean(mvo["value"])) if len(mvo) else None, n_test=len(test_ds))
     finally:
-        release(run_dir)
+        if child is None:
+            release(run_dir)
     return run_dir
 
 

@@ -40,13 +40,15 @@ NO_MVO = "no-MVO"
 INPUT_COL = "Input"
 FRAMES_COL = "Frames"
 ABLATION_COLS: tuple[str, ...] = ("Static encoder", "Motion encoder", "Guided decoder", "Uncertainty refinement")
-EFFICIENCY_COLS: tuple[str, ...] = ("Params (M)", "GFLOPs", "ms/clip")
+EFFICIENCY_COLS: tuple[str, ...] = ("Params (M)", "GFLOPs", "s/step", "Peak mem (MB)", "ms/clip")
+INFARCT = 2
 CHECK, CROSS = "✓", "✗"
 #: snake_case keys accepted in ``TableRow.columns`` and their display names.
 COLUMN_ALIASES: dict[str, str] = {
     "input": INPUT_COL, "frames": FRAMES_COL, "static_encoder": ABLATION_COLS[0], "motion_encoder": ABLATION_COLS[1],
     "guided_decoder": ABLATION_COLS[2], "uncertainty_refinement": ABLATION_COLS[3], "params_m": EFFICIENCY_COLS[0],
-    "gflops": EFFICIENCY_COLS[1], "ms_per_clip": EFFICIENCY_COLS[2],
+    "gflops": EFFICIENCY_COLS[1], "s_per_step": EFFICIENCY_COLS[2], "peak_mem_mb": EFFICIENCY_COLS[3],
+    "ms_per_clip": EFFICIENCY_COLS[4],
 }  # fmt: skip
 TITLES = {
     "table1": "Table 1: MVO segmentation, methods compared",
@@ -71,7 +73,7 @@ P_COLS = {"paper": (("dice", "Dice"), ("jaccard", "Jaccard"), ("hsd", "HSD")),
 class TableRow:
     """One table row: the per-case ``method`` name, its display ``label`` and extra text columns
     (e.g. ``{"Input": "Video"}``, ablation ✓/✗, ``{"Frames": "10"}``, efficiency numbers
-    ``Params (M)``/``GFLOPs``/``ms/clip``, shown last). snake_case keys of :data:`COLUMN_ALIASES`
+    ``Params (M)``/``GFLOPs``/``s/step``/``Peak mem (MB)``/``ms/clip``, shown last; empty columns are dropped). snake_case keys of :data:`COLUMN_ALIASES`
     (``input``, ``static_encoder``, ``frames``, ``params_m``, ``ms_per_clip`` ...) are accepted too."""
 
     method: str
@@ -226,6 +228,16 @@ def _method_stats(per_case: pd.DataFrame, summary: pd.DataFrame, method: str, pr
     return out
 
 
+def infarct_dice(per_case: pd.DataFrame, method: str, protocol: str) -> float:
+    """Mean class-2 (infarct) Dice (paper) / DSC (strict) over scans, seed-averaged; NaN without class-2 rows."""
+    metric = "dice" if protocol == "paper" else "dsc"
+    r = per_case[(per_case["method"] == method) & (per_case["protocol"] == protocol)
+                 & (per_case["class_id"].astype(int) == INFARCT) & (per_case["metric"] == metric)]
+    if r.empty:
+        return math.nan
+    return float(r.groupby("seed")["value"].mean().mean())
+
+
 def _bold_best(rows: list[list[Cell]], col: int, values: list[float | None], hib: bool) -> None:
     vals = [(i, round(v, 4)) for i, v in enumerate(values) if v is not None and not math.isnan(v)]
     if not vals:
@@ -286,7 +298,10 @@ def build_table(
         for k in cols:
             if k not in extra:
                 extra.append(k)
-    eff = [k for k in EFFICIENCY_COLS if any(k in r.columns for r in rows)]
+    eff = [k for k in EFFICIENCY_COLS if any(r.columns.get(k) for r in rows)]
+    inf_metric = "dice" if protocol == "paper" else "dsc"
+    with_infarct = bool(((per_case["class_id"].astype(int) == INFARCT) & (per_case["protocol"] == protocol)
+                         & (per_case["metric"] == inf_metric) & per_case["method"].isin(methods)).any())
     tau_unit = ""
     if protocol == "strict":
         unit = "/".join(sorted(set(data_p["unit"].astype(str)))) if "unit" in data_p else "px"
@@ -302,6 +317,7 @@ def build_table(
         header.append(f"{label} {_arrow(hib)}")
     pos_name = "Dice" if protocol == "paper" else "DSC"
     count_cols = (["n_hsd"] if protocol == "paper" else []) + [f"{pos_name} MVO+ ↑", "Scans w/ MVO pred."]
+    count_cols += [f"{pos_name} infarct ↑"] if with_infarct else []
     header += count_cols
     others = [m for m in methods if m != ours]
     p_cols = P_COLS[protocol] if ours is not None and others else ()
@@ -317,6 +333,7 @@ def build_table(
     metric_values: dict[str, list[float | None]] = {m: [] for m, _, _ in metric_cols}
     pos_key = "dice_pos" if protocol == "paper" else "dsc_pos"
     metric_values[pos_key] = []
+    metric_values["infarct"] = []
     for r in rows:
         st = _method_stats(data_p, summary, r.method, protocol)
         cells = [Cell(r.label)] + [Cell(r.columns.get(k, "")) for k in extra]
@@ -330,6 +347,10 @@ def build_table(
         metric_values[pos_key].append(mean_pos)
         cells.append(Cell(format_value(mean_pos)))
         cells.append(Cell(format_count(st.get("n_pred_scans", (math.nan,))[0])))
+        if with_infarct:
+            inf = infarct_dice(per_case, r.method, protocol)
+            metric_values["infarct"].append(inf)
+            cells.append(Cell(format_value(inf)))
         for m, _ in p_cols:
             if r.method == ours:
                 cells.append(Cell("—"))
@@ -342,6 +363,8 @@ def build_table(
     for j, (m, _, hib) in enumerate(metric_cols):
         _bold_best(body, first_metric + j, metric_values[m], hib)
     _bold_best(body, header.index(f"{pos_name} MVO+ ↑"), metric_values[pos_key], True)
+    if with_infarct:
+        _bold_best(body, header.index(f"{pos_name} infarct ↑"), metric_values["infarct"], True)
 
     # reference row: no MVO predicted anywhere
     ref = no_mvo_scores(data)
@@ -349,7 +372,7 @@ def build_table(
     cells += [Cell(format_value(ref.get(m, math.nan))) for m, _, _ in metric_cols]
     if protocol == "paper":
         cells.append(Cell("0"))
-    cells += [Cell(format_value(ref[pos_key])), Cell("0")]
+    cells += [Cell(format_value(ref[pos_key])), Cell("0")] + ([Cell("")] if with_infarct else [])
     cells += [Cell("") for _ in p_cols] + [Cell("") for _ in eff]
     body.append(cells)
 
@@ -372,7 +395,12 @@ def build_table(
                      f"positive: 0, distances the image diagonal; both empty: 1, distance 0), mean over all scans; "
                      f"HD95 = max of the two directed 95th percentiles; NSD at {tau_unit}; detection = scan-level "
                      f"MVO presence.")
-    notes.append(f"{pos_name} MVO+: mean over MVO-positive scans only; Scans w/ MVO pred.: scans with any predicted MVO.")
+    notes.append(f"{pos_name} MVO+: mean over MVO-positive scans only; Scans w/ MVO pred.: scans with any predicted MVO."
+                 + (f" {pos_name} infarct: class 2 (infarct), mean over all scans." if with_infarct else ""))
+    if eff:
+        notes.append("Efficiency (from each row's run.json): parameters, forward GFLOPs per clip at the run's grid and T, "
+                     "training seconds per optimiser step, peak training memory (GPU: CUDA max allocated; CPU: peak RSS "
+                     "of the process), test inference ms per clip.")
     if (seeds > 1).any():
         notes.append("Mean ± SD over seeds (SD of seed-level means, ddof 1); counts are per-seed averages.")
     notes.append(f"{NO_MVO}: predicting no MVO on any scan (from the ground truth, no training)"
