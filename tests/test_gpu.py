@@ -55,3 +55,16 @@ def test_engine_trains_on_gpu_in_bf16(tiny_split_dataset: Path, tmp_path: Path, 
     run_dir = Path(out.out.strip().splitlines()[-1])
     cfg_text = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "precision: auto" in cfg_text and (run_dir / "per_case.csv").exists()
+
+
+@pytest.mark.parametrize("method", ["ssnet", "unet"])
+def test_paper_profile_data_wait_below_5_percent(method: str) -> None:
+    """20 paper-profile steps through the engine's data path (device-side data and augmentation)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.measure(method, "paper", steps=20, warmup=3, device=torch.device("cuda"), flops=False)
+    assert row["error"] == "", row["error"]
+    assert row["data_wait_share"] < 0.05, row

@@ -120,6 +120,17 @@ class CineDataset(Dataset):
         self.labels = torch.stack(labels)  # (N, S, S)
         self.augment = BatchAugment() if augment else None
 
+    @classmethod
+    def from_tensors(cls, frames: torch.Tensor, labels: torch.Tensor, cfg: ClipConfig = ClipConfig(),
+                     augment: bool = False) -> "CineDataset":
+        """A dataset over given preprocessed tensors (benchmarks, tests); scan ids ``synthetic_<i>``."""
+        ds = cls.__new__(cls)
+        ds.data_dir, ds.part, ds.cfg = Path("."), "synthetic", cfg
+        ds.scans = [Scan(f"synthetic_{i}", f"synthetic_{i}", Path("."), Path("."), None) for i in range(len(frames))]
+        ds.frames, ds.labels = frames, labels
+        ds.augment = BatchAugment() if augment else None
+        return ds
+
     def to(self, device: torch.device | str, frames_dtype: torch.dtype | None = None) -> "CineDataset":
         """Move the cohort onto ``device`` once (frames optionally stored as ``frames_dtype``, e.g. float16)."""
         self.frames = self.frames.to(device, frames_dtype or self.frames.dtype)
