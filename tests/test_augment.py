@@ -73,7 +73,7 @@ def test_augment_batch_only_with_seeds_and_float16_storage() -> None:
     frames, labels = _clips(b=2)
     plain = augment_batch({"frames": frames.half(), "label": labels}, BatchAugment())
     assert plain["frames"].dtype == torch.float32 and torch.equal(plain["label"], labels)
-    seeded = augment_batch({"frames": frames, "label": labels, "aug_seed": torch.tensor(SEEDS[:2])}, BatchAugment())
+    seeded = augment_batch({"frames": frames, "label": labels, "aug_seed": SEEDS[:2]}, BatchAugment())
     assert torch.equal(seeded["frames"], BatchAugment()(frames, labels, SEEDS[:2])[0])
 
 

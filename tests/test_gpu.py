@@ -68,3 +68,16 @@ def test_paper_profile_data_wait_below_5_percent(method: str) -> None:
     row = bench.measure(method, "paper", steps=20, warmup=3, device=torch.device("cuda"), flops=False)
     assert row["error"] == "", row["error"]
     assert row["data_wait_share"] < 0.05, row
+
+
+def test_engine_trains_with_device_data_and_augmentation(tiny_split_dataset: Path, tmp_path: Path, capsys) -> None:
+    """Cohort on the GPU (float16 storage), batched augmentation there; two runs give the same steps and files."""
+    from ssnet.cli import main as cli
+
+    code = cli(["train", "model=unet", "profile=smoke", "data.size=32", "data.frames=3", "train.max_steps=4",
+                "data.augment=true", "train.data_fp16=true", "train.log_every=2",
+                f"data.dir={tiny_split_dataset}", f"run_root={tmp_path / 'runs'}"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-2000:]
+    run_dir = Path(out.out.strip().splitlines()[-1])
+    assert (run_dir / "per_case.csv").exists()

@@ -50,7 +50,7 @@ class BatchAugment:
 
     def params(self, seeds: Sequence[int] | torch.Tensor, height: int, width: int) -> AugmentParams:
         """Draw every sample's parameters from its own seed (CPU generator: identical on every device)."""
-        seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
+        seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]  # keep them on the host
         g = torch.Generator()
         hflip, vflip, angle, noise = [], [], [], torch.empty(len(seeds), 2, height, width)
         for b, seed in enumerate(seeds):
@@ -89,7 +89,7 @@ class BatchAugment:
         k = int(8 * self.elastic_sigma + 1)
         k += 1 - k % 2
         d = gaussian_blur(noise, k, self.elastic_sigma) if self.elastic_sigma > 0 else noise
-        d = d * torch.tensor([self.elastic_alpha / w, self.elastic_alpha / h], device=noise.device).view(1, 2, 1, 1)
+        d = torch.stack([d[:, 0] * (self.elastic_alpha / w), d[:, 1] * (self.elastic_alpha / h)], 1)
         grid = torch.empty(1, h, w, 2, device=noise.device)
         grid[..., 0].copy_(torch.linspace((-w + 1) / w, (w - 1) / w, w, device=noise.device))
         grid[..., 1].copy_(torch.linspace((-h + 1) / h, (h - 1) / h, h, device=noise.device).unsqueeze(-1))

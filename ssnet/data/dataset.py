@@ -12,7 +12,7 @@ torchvision reference it is tested against.
 
 Items: ``frames`` (T, 1, H, W) float32, ``label`` (H, W) int64, ``scan_id`` str. Batches
 (:meth:`CineDataset.__getitems__`, one indexing of the in-memory tensors, no per-item Python work):
-``frames`` (B, T, 1, H, W), ``label`` (B, H, W), ``index`` (B,) and, with sampler seeds, ``aug_seed`` (B,).
+``frames`` (B, T, 1, H, W), ``label`` (B, H, W), ``index`` (B,) and, with sampler seeds, ``aug_seed`` (list of B ints).
 """
 from __future__ import annotations
 
@@ -153,10 +153,10 @@ class CineDataset(Dataset):
         """One batch from indices or ``(index, augmentation seed)`` pairs (:class:`StepBatchSampler`), unaugmented."""
         seeded = bool(items) and isinstance(items[0], (tuple, list))
         index = [int(it[0]) if seeded else int(it) for it in items]
-        idx = torch.tensor(index, device=self.frames.device)
+        idx = torch.tensor(index).to(self.frames.device, non_blocking=True)  # no stream synchronisation on a GPU
         batch = {"frames": self.frames[idx], "label": self.labels[idx], "index": torch.tensor(index)}
-        if seeded:
-            batch["aug_seed"] = torch.tensor([int(it[1]) for it in items], dtype=torch.int64)
+        if seeded:  # a list, not a tensor: stays on the host when the batch moves (drawing needs no device sync)
+            batch["aug_seed"] = [int(it[1]) for it in items]
         return batch
 
 

@@ -66,7 +66,8 @@ class SegmentationModule(L.LightningModule):
     def _record_non_finite(self, loss: torch.Tensor, step: int) -> None:
         """Remember the first non-finite loss on the device, without a host synchronisation."""
         if self._bad is None or self._bad.device != loss.device:
-            self._bad = torch.tensor([-1.0, 0.0], device=loss.device)
+            self._bad = torch.zeros(2, device=loss.device)
+            self._bad[0] = -1.0  # a fill, not a host-to-device copy
         now = torch.stack([torch.full_like(loss.float(), float(step)), loss.float()])
         first = (~torch.isfinite(loss)) & (self._bad[0] < 0)
         self._bad = torch.where(first, now, self._bad)
