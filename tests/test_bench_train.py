@@ -24,6 +24,7 @@ def test_smoke_writes_csv_with_expected_columns(tmp_path: Path, capsys) -> None:
     row = rows[0]
     assert row["method"] == "unet" and row["error"] == "" and row["device"].startswith("cpu-")
     assert float(row["step_ms"]) > 0 and float(row["gflop_per_step"]) > 0 and 0 <= float(row["data_wait_share"]) < 1
+    assert float(row["wall_ms"]) > 0 and 0 <= float(row["data_wait_share_overlapped"]) < 1
     assert row["peak_tflops"] == "" and row["peak_share"] == ""  # no peak on CPU
     table = bench.markdown(out)
     assert table.count("\n") == 2 and "| unet | cpu-" in table

@@ -48,11 +48,15 @@ class BatchAugment:
     elastic_alpha: float = 33.0
     elastic_sigma: float = 5.0
 
-    def params(self, seeds: Sequence[int] | torch.Tensor, height: int, width: int) -> AugmentParams:
-        """Draw every sample's parameters from its own seed (CPU generator: identical on every device)."""
+    def params(self, seeds: Sequence[int] | torch.Tensor, height: int, width: int, pin: bool = False) -> AugmentParams:
+        """Draw every sample's parameters from its own seed (CPU generator: identical on every device).
+
+        ``pin``: noise fields in pinned memory, so that their copy to a GPU does not block the host.
+        """
         seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]  # keep them on the host
         g = torch.Generator()
-        hflip, vflip, angle, noise = [], [], [], torch.empty(len(seeds), 2, height, width)
+        hflip, vflip, angle = [], [], []
+        noise = torch.empty(len(seeds), 2, height, width, pin_memory=pin)
         for b, seed in enumerate(seeds):
             g.manual_seed(seed)
             hflip.append(bool(torch.rand(1, generator=g) < 0.5))
@@ -66,7 +70,8 @@ class BatchAugment:
         self, frames: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int] | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment ``frames`` (B, T, C, H, W) and ``labels`` (B, H, W) on their device; float32 frames out."""
-        return self.apply(frames, labels, self.params(seeds, frames.shape[-2], frames.shape[-1]))
+        pin = frames.device.type == "cuda"
+        return self.apply(frames, labels, self.params(seeds, frames.shape[-2], frames.shape[-1], pin=pin))
 
     def apply(self, frames: torch.Tensor, labels: torch.Tensor, p: AugmentParams) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, c, h, w = frames.shape
@@ -76,7 +81,7 @@ class BatchAugment:
         vf = p.vflip.to(dev, non_blocking=True).view(b, 1, 1, 1)
         x = torch.where(hf, x.flip(-1), x)
         x = torch.where(vf, x.flip(-2), x)
-        x = F.grid_sample(x, rotation_grid(p.angle, h, w).to(dev, non_blocking=True), mode="nearest",
+        x = F.grid_sample(x, rotation_grid(p.angle, h, w, dev), mode="nearest",
                           padding_mode="zeros", align_corners=False)
         x = F.grid_sample(x, self.elastic_grid(p.noise.to(dev, non_blocking=True), h, w), mode="nearest",
                           padding_mode="zeros", align_corners=False)
@@ -114,17 +119,24 @@ def gaussian_blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
-def rotation_grid(angles: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Sampling grids (B, H, W, 2) of rotations about the centre, with torchvision's ``rotate`` arithmetic."""
+def rotation_grid(angles: torch.Tensor, h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Sampling grids (B, H, W, 2) on ``device`` of rotations about the centre, with torchvision's ``rotate`` arithmetic.
+
+    Only the (B, 2, 3) matrices are made on the host; the grid itself is computed on the device.
+    """
     rows = []
     for angle in angles.tolist():
         rot = math.radians(-(angle % 360))  # torchvision: inverse matrix of the rotation by -angle
         cos, sin = math.cos(rot), math.sin(rot)
         rows.append([cos, -(-sin), 0.0, -sin, cos, 0.0])
     theta = torch.tensor(rows, dtype=torch.float32).reshape(-1, 2, 3)
-    base = torch.empty(1, h, w, 3)
-    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w))
-    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h).unsqueeze_(-1))
+    scale = torch.tensor([0.5 * w, 0.5 * h])
+    if torch.device(device).type == "cuda":
+        theta, scale = theta.pin_memory(), scale.pin_memory()
+    theta, scale = theta.to(device, non_blocking=True), scale.to(device, non_blocking=True)
+    base = torch.empty(1, h, w, 3, device=device)
+    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=device))
+    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=device).unsqueeze_(-1))
     base[..., 2].fill_(1)
-    scaled = theta.transpose(1, 2).div(torch.tensor([0.5 * w, 0.5 * h]))
+    scaled = theta.transpose(1, 2).div(scale)
     return base.view(1, h * w, 3).expand(len(rows), -1, -1).bmm(scaled).view(-1, h, w, 2)
