@@ -191,11 +191,12 @@ def measure(name: str, profile: str = "quick", steps: int = 10, warmup: int = 2,
         row.update(batch_size=b.batch_size, frames=int(b.cfg.data.frames), size=int(b.cfg.data.size),
                    precision=b.precision, compile=b.compiled, channels_last=bool(b.cfg.train.get("channels_last", False)),
                    steps=steps, params=b.params)
-        it = iter(b.loader(warmup + 2 * steps + 1))
+        it = iter(b.loader(warmup + 2 * steps + 2))
         first = b.ready(next(it))
         gflop = b.count_flops(first) / 1e9 if flops else float("nan")
-        if b.compiled:
+        if b.compiled:  # compile after the (eager) FLOP count; the compilation step is not timed
             b.module.model.compile()
+            b.step(b.ready(next(it)), 0)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         data_s, step_s = [], []
