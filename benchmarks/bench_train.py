@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         row = measure(name, args.profile, args.steps, args.warmup, device, overrides)
         rows.append(row)
         print(f"{name:24s} " + (f"failed: {row['error']}" if row["error"] else
-              f"{row['step_ms']:9.1f} ms/step  {row['clips_per_s']:7.1f} clips/s  {row['tflops']:7.2f} TFLOP/s  "
+              f"{row['step_ms']:9.1f} ms/step  {row['clips_per_s']:7.1f} clips/s  {row['tflops']:7.3f} TFLOP/s  "
               f"data wait {100 * row['data_wait_share']:.1f} % (overlapped {100 * row['data_wait_share_overlapped']:.1f} %)  peak {row['peak_mem_mib']:.0f} MiB"), flush=True)
         write_csv(rows, out, COLUMNS)  # after every method: a crash keeps the rows so far
     if device.type == "cuda" and not args.no_sdpa and "ssnet" in names:
