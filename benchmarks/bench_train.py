@@ -20,11 +20,12 @@ Columns:
   backward, optimiser), synchronised at both ends; ``step_ms_p90`` its 90th percentile.
 * ``data_ms`` / ``data_wait_share``: time from the end of a step to the next batch being ready
   (DataLoader + on-device augmentation, synchronised), and its share of the loop's wall time. With
-  the synchronisation this is an upper bound: in training the host prepares the next batch while
-  the device still runs the previous step.
+  the synchronisation this is an upper bound on a GPU: in training the host prepares the next batch
+  while the device still runs the previous step. On a CPU nothing overlaps and this is the data share.
 * ``wall_ms`` / ``data_wait_share_overlapped``: wall time per step of ``--steps`` more steps run as
-  in training (no synchronisation inside the loop), and ``1 − step_ms / wall_ms``: the share of the
-  loop's wall time that the device was not running a step (data, Python and launch overhead).
+  in training (no synchronisation inside the loop), and ``1 − mean step / wall_ms``: the share of the
+  loop's wall time that the device was not running a step (data, Python and launch overhead). It is
+  the difference of two separately timed loops, so on a busy machine it carries their noise.
 * ``clips_per_s``: batch size / median (step + data) time.
 * ``gflop_per_step``: ``torch.utils.flop_counter`` over one real training step (forward + backward;
   convolutions and matrix products, 1 MAC = 2 FLOPs); ``tflops``: that over the median step time;
@@ -227,7 +228,7 @@ def measure(name: str, profile: str = "quick", steps: int = 10, warmup: int = 2,
         row.update(
             step_ms=round(step_ms, 2), step_ms_p90=round(1e3 * sorted(step_s)[math.ceil(0.9 * len(step_s)) - 1], 2),
             data_ms=round(data_ms, 2), data_wait_share=round(sum(data_s) / (sum(data_s) + sum(step_s)), 4),
-            wall_ms=round(wall_ms, 2), data_wait_share_overlapped=round(max(0.0, 1 - step_ms / wall_ms), 4),
+            wall_ms=round(wall_ms, 2), data_wait_share_overlapped=round(max(0.0, 1 - 1e3 * statistics.mean(step_s) / wall_ms), 4),
             clips_per_s=round(b.batch_size / ((step_ms + data_ms) / 1e3), 2),
             gflop_per_step=round(gflop, 2), tflops=round(tflops, 3),
             peak_tflops=peak if peak else "", peak_share=round(tflops / peak, 4) if peak and not math.isnan(tflops) else "",
@@ -317,7 +318,7 @@ def markdown(path: Path) -> str:
         lines.append(
             f"| {r['method']} | {r['device']} | {r['profile']} | {r['batch_size']} × {r['frames']} × {r['size']}² "
             f"| {float(r['step_ms']):.1f} | {float(r['clips_per_s']):.1f} | {float(r['gflop_per_step']):.1f} "
-            f"| {float(r['tflops']):.2f} | {share} | {float(r['peak_mem_mib']):.0f} | {wait} |"
+            f"| {float(r['tflops']):.3g} | {share} | {float(r['peak_mem_mib']):.0f} | {wait} |"
         )
     return "\n".join(lines)
 
