@@ -34,3 +34,21 @@ def test_unknown_method_is_a_row_with_its_error(tmp_path: Path) -> None:
     bench = _bench()
     row = bench.measure("no_such_model", "smoke", steps=1, warmup=0)
     assert row["method"] == "no_such_model" and "bad config override" in row["error"]
+
+
+def test_channels_last_gives_the_same_output() -> None:
+    import torch
+    from omegaconf import OmegaConf
+
+    from ssnet import registry
+    from ssnet.engine.train import prepare_model
+
+    torch.manual_seed(0)
+    model = registry.build("unet", frames=3, img_size=32, backbone="resnet18").eval()
+    x = torch.randn(2, 3, 1, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        out = prepare_model(model, OmegaConf.create({"train": {"channels_last": True, "compile": False}}))(x)
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in model.parameters())
+    assert torch.allclose(torch.as_tensor(ref), torch.as_tensor(out), atol=1e-4)
