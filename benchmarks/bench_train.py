@@ -243,19 +243,29 @@ def measure(name: str, profile: str = "quick", steps: int = 10, warmup: int = 2,
     return row
 
 
-def sdpa_report(name: str = "ssnet", profile: str = "paper", overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every SDPA call of one training step on CUDA: calling module, shapes, picked backend, backends that accept it."""
+def sdpa_report(name: str = "ssnet", profile: str = "paper", overrides: list[str] | None = None,
+                device: torch.device | None = None) -> list[dict[str, Any]]:
+    """Every SDPA call of one training step (CUDA by default): calling module, shapes, picked backend, backends that accept it."""
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    device = torch.device("cuda")
+    device = device or torch.device("cuda")
     b = Bench(name, profile, device, overrides)
     batch = b.ready(next(iter(b.loader(1))))
     stack: list[str] = []
     handles = []
+
+    def enter(name: str) -> Any:
+        def hook(module: Any, args: Any) -> None:
+            stack.append(name)
+        return hook
+
+    def leave(module: Any, args: Any, output: Any) -> None:  # returns None: the output is unchanged
+        stack.pop()
+
     for mod_name, mod in b.module.model.named_modules():
-        handles.append(mod.register_forward_pre_hook(lambda m, a, n=mod_name: stack.append(n)))
-        handles.append(mod.register_forward_hook(lambda m, a, o: stack.pop()))
+        handles.append(mod.register_forward_pre_hook(enter(mod_name or type(mod).__name__)))
+        handles.append(mod.register_forward_hook(leave))
     calls: list[dict[str, Any]] = []
     original = F.scaled_dot_product_attention
     backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,

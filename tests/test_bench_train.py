@@ -52,3 +52,13 @@ def test_channels_last_gives_the_same_output() -> None:
     assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
                for p in model.parameters())
     assert torch.allclose(torch.as_tensor(ref), torch.as_tensor(out), atol=1e-4)
+
+
+def test_sdpa_report_names_every_attention_stage_on_cpu() -> None:
+    """The GPU report's machinery, run on the CPU at smoke size (CPU has flash and math kernels)."""
+    import torch
+
+    bench = _bench()
+    rows = bench.sdpa_report("ssnet", "smoke", bench.SMOKE, device=torch.device("cpu"))
+    assert [r["stage"] for r in rows] == [f"attention.{i}" for i in range(len(rows))] and rows
+    assert all(r["math"] == "ok" and r["picked"] in ("flash", "efficient", "cudnn", "math") for r in rows)
