@@ -3,11 +3,16 @@
 Per scan (reference §2): select ``T`` evenly spaced frames, scale to [0, 1], bring onto the
 ``size``×``size`` grid (centre crop/pad, or resize as in the authors' code), normalise with
 the code's net affine map ``(x − 0.459) / 0.223``. The whole preprocessed cohort is kept in
-memory as tensors (it fits), so training never waits on disk. Train-time augmentation is
-joint over all frames and the mask: flips, rotation (±180°, nearest) and elastic deformation,
-filling with 0 after normalisation (mid-grey), as in the authors' code.
+memory as tensors (it fits), so training never waits on disk; :meth:`CineDataset.to` moves it
+onto the training device once (optionally as float16). Train-time augmentation is joint over all
+frames and the mask: flips, rotation (±180°, nearest) and elastic deformation, filling with 0 after
+normalisation (mid-grey), as in the authors' code. It runs batched on the batch's device
+(:mod:`ssnet.data.augment`, after the batch is on the device); :class:`Augment` is the per-sample
+torchvision reference it is tested against.
 
-Items: ``frames`` (T, 1, H, W) float32, ``label`` (H, W) int64, ``scan_id`` str.
+Items: ``frames`` (T, 1, H, W) float32, ``label`` (H, W) int64, ``scan_id`` str. Batches
+(:meth:`CineDataset.__getitems__`, one indexing of the in-memory tensors, no per-item Python work):
+``frames`` (B, T, 1, H, W), ``label`` (B, H, W), ``index`` (B,) and, with sampler seeds, ``aug_seed`` (list of B ints).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ssnet.data.augment import BatchAugment
 from ssnet.data.contract import Scan, load_scan, scans_in_split
 from ssnet.data.spatial import to_grid
 from ssnet.errors import input_error
@@ -58,7 +64,11 @@ def preprocess(cine: np.ndarray, label: np.ndarray, cfg: ClipConfig, scan: Scan 
 
 
 class Augment:
-    """Joint train-time augmentation of a clip (T, 1, H, W) and its mask (H, W) (torchvision v2)."""
+    """Per-sample torchvision v2 reference of the joint augmentation of a clip (T, 1, H, W) and mask (H, W).
+
+    Training uses :class:`ssnet.data.augment.BatchAugment` (same transforms, batched, on the device);
+    this class is kept as the reference it is tested against.
+    """
 
     def __init__(self, rotation: float = 180.0, elastic_alpha: float = 33.0, elastic_sigma: float = 5.0) -> None:
         from torchvision.transforms import InterpolationMode
@@ -108,18 +118,56 @@ class CineDataset(Dataset):
             labels.append(lab)
         self.frames = torch.stack(clips)  # (N, T, 1, S, S)
         self.labels = torch.stack(labels)  # (N, S, S)
-        self.augment = Augment() if augment else None
+        self.augment = BatchAugment() if augment else None
+
+    @classmethod
+    def from_tensors(cls, frames: torch.Tensor, labels: torch.Tensor, cfg: ClipConfig = ClipConfig(),
+                     augment: bool = False) -> "CineDataset":
+        """A dataset over given preprocessed tensors (benchmarks, tests); scan ids ``synthetic_<i>``."""
+        ds = cls.__new__(cls)
+        ds.data_dir, ds.part, ds.cfg = Path("."), "synthetic", cfg
+        ds.scans = [Scan(f"synthetic_{i}", f"synthetic_{i}", Path("."), Path("."), None) for i in range(len(frames))]
+        ds.frames, ds.labels = frames, labels
+        ds.augment = BatchAugment() if augment else None
+        return ds
+
+    def to(self, device: torch.device | str, frames_dtype: torch.dtype | None = None) -> "CineDataset":
+        """Move the cohort onto ``device`` once (frames optionally stored as ``frames_dtype``, e.g. float16)."""
+        self.frames = self.frames.to(device, frames_dtype or self.frames.dtype)
+        self.labels = self.labels.to(device)
+        return self
 
     def __len__(self) -> int:
         return len(self.scans)
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
-        """``item`` is an index, or ``(index, augmentation seed)`` from :class:`StepBatchSampler`."""
-        i, aug_seed = item if isinstance(item, tuple) else (item, None)
-        frames, label = self.frames[i], self.labels[i]
+        """``item`` is an index, or ``(index, augmentation seed)``; augmented (float32) when the dataset augments."""
+        if self.augment is not None and not isinstance(item, (tuple, list)):
+            item = (item, int(torch.randint(2**31, (1,))))  # no sampler seed: draw one from the global RNG
+        batch = self.__getitems__([item])
         if self.augment is not None:
-            with torch.random.fork_rng(devices=[]):
-                if aug_seed is not None:
-                    torch.manual_seed(aug_seed)
-                frames, label = self.augment(frames, label)
-        return {"frames": frames, "label": label, "scan_id": self.scans[i].scan_id}
+            batch = augment_batch(batch, self.augment)
+        return {"frames": batch["frames"][0], "label": batch["label"][0], "scan_id": self.scans[batch["index"][0]].scan_id}
+
+    def __getitems__(self, items: list) -> dict:
+        """One batch from indices or ``(index, augmentation seed)`` pairs (:class:`StepBatchSampler`), unaugmented."""
+        seeded = bool(items) and isinstance(items[0], (tuple, list))
+        index = [int(it[0]) if seeded else int(it) for it in items]
+        idx = torch.tensor(index).to(self.frames.device, non_blocking=True)  # no stream synchronisation on a GPU
+        batch = {"frames": self.frames[idx], "label": self.labels[idx], "index": torch.tensor(index)}
+        if seeded:  # a list, not a tensor: stays on the host when the batch moves (drawing needs no device sync)
+            batch["aug_seed"] = [int(it[1]) for it in items]
+        return batch
+
+
+def collate_batch(batch: dict) -> dict:
+    """DataLoader ``collate_fn`` for :meth:`CineDataset.__getitems__`: the batch is already made."""
+    return batch
+
+
+def augment_batch(batch: dict, augment: BatchAugment | None) -> dict:
+    """Augment a batch on its device from its per-sample seeds (no seeds or no augment: frames as float32)."""
+    frames, label = batch["frames"], batch["label"]
+    if augment is not None and "aug_seed" in batch:
+        frames, label = augment(frames, label, batch["aug_seed"])
+    return {**batch, "frames": frames.float(), "label": label}

@@ -1,4 +1,11 @@
-"""The Lightning module every method trains through: one loss rule, one optimiser rule."""
+"""The Lightning module every method trains through: one loss rule, one optimiser rule.
+
+The training step never waits for the device: the loss is logged every ``train.log_every`` steps
+(not every step), and a non-finite loss is recorded on the device (first bad step and value) and
+checked every ``train.log_every`` steps and at the last step, raising :class:`DivergenceError`
+before that step's checkpoint is written. Augmentation runs here, on the device, after the batch
+has been transferred (:meth:`SegmentationModule.on_after_batch_transfer`).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -8,6 +15,8 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
+from ssnet.data.augment import BatchAugment
+from ssnet.data.dataset import augment_batch
 from ssnet.errors import SsnetError
 from ssnet.models.base import SegOutput, as_output
 from ssnet.models.losses import multiclass_soft_dice_loss
@@ -25,6 +34,16 @@ class SegmentationModule(L.LightningModule):
         self.model = model
         self.train_cfg = cfg.train
         self.run_label = run_label
+        self.augment = BatchAugment() if bool(cfg.data.get("augment", False)) else None
+        self.log_every = max(1, int(cfg.train.get("log_every", 50)))
+        self._bad: torch.Tensor | None = None  # [first non-finite step (-1: none), its loss], on the device
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches on the device (a pure function of the sampler's per-sample seeds)."""
+        if isinstance(batch, dict) and "frames" in batch:
+            training = self._trainer is None or self.trainer.training
+            batch = augment_batch(batch, self.augment if training else None)
+        return batch
 
     def forward(self, frames: torch.Tensor) -> SegOutput:
         return as_output(self.model(frames))
@@ -37,13 +56,34 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.compute_loss(self(batch["frames"]), batch["label"])
-        if not torch.isfinite(loss):
-            raise DivergenceError(
-                f"loss became {loss.item()} at step {self.global_step} (batch {batch_idx}) of run {self.run_label}; "
-                "lower train.lr or check the data"
-            )
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["label"].shape[0])
+        self._record_non_finite(loss.detach(), self.global_step)
+        last = self._trainer is not None and batch_idx + 1 >= self.trainer.num_training_batches
+        if (batch_idx + 1) % self.log_every == 0 or last:
+            self.check_finite()
+            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=batch["label"].shape[0])
         return loss
+
+    def _record_non_finite(self, loss: torch.Tensor, step: int) -> None:
+        """Remember the first non-finite loss on the device, without a host synchronisation."""
+        if self._bad is None or self._bad.device != loss.device:
+            self._bad = torch.zeros(2, device=loss.device)
+            self._bad[0] = -1.0  # a fill, not a host-to-device copy
+        now = torch.stack([torch.full_like(loss.float(), float(step)), loss.float()])
+        first = (~torch.isfinite(loss)) & (self._bad[0] < 0)
+        self._bad = torch.where(first, now, self._bad)
+
+    def check_finite(self) -> None:
+        """Raise :class:`DivergenceError` if a non-finite loss was recorded (one host synchronisation)."""
+        if self._bad is None:
+            return
+        step, value = self._bad.tolist()
+        if step >= 0:
+            raise DivergenceError(
+                f"loss became {value} at step {int(step)} of run {self.run_label}; lower train.lr or check the data"
+            )
+
+    def on_train_end(self) -> None:
+        self.check_finite()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self(batch["frames"])

@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ssnet.data.contract import read_split, split_hash
-from ssnet.data.dataset import CineDataset, ClipConfig
+from ssnet.data.dataset import CineDataset, ClipConfig, collate_batch
 from ssnet.data.sampling import StepBatchSampler
 from ssnet.engine.config import build_model, compose, config_hash, model_kwargs
 from ssnet.engine.models_cli import model_cost
@@ -138,6 +138,27 @@ def predict_test(module: torch.nn.Module, dataset: CineDataset, out_dir: Path, b
     return 1000 * (time.perf_counter() - start) / max(1, len(dataset))
 
 
+def place_data(cfg: DictConfig, device: torch.device, *datasets: CineDataset) -> None:
+    """``train.data_on_device``: move the in-memory cohort onto this rank's training ``device`` once (``train.data_fp16``)."""
+    t = cfg.train
+    if not t.get("data_on_device", True) or device.type == "cpu" or int(t.num_workers) > 0:
+        return
+    for ds in datasets:
+        ds.to(device, torch.float16 if t.get("data_fp16", False) else None)
+
+
+def prepare_model(model: torch.nn.Module, cfg: DictConfig) -> torch.nn.Module:
+    """``train.channels_last`` (4-D weights in NHWC) and ``train.compile`` (in place: checkpoint keys unchanged)."""
+    t = cfg.train
+    if t.get("channels_last", False):
+        for p in model.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+    if t.get("compile", False):
+        model.compile()
+    return model
+
+
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
     """Train, predict and score one run; return its folder."""
     import lightning as L
@@ -195,10 +216,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         )
         sampler = StepBatchSampler(len(train_ds), int(t.batch_size), int(cfg.seed), int(t.max_steps) * accumulate, start_step,
                                    rank=trainer.global_rank, world_size=trainer.world_size)
-        loader_kw: dict[str, Any] = {"num_workers": int(t.num_workers), "persistent_workers": int(t.num_workers) > 0}
+        place_data(cfg, trainer.strategy.root_device, train_ds, val_ds)
+        loader_kw: dict[str, Any] = {"num_workers": int(t.num_workers), "persistent_workers": int(t.num_workers) > 0,
+                                     "collate_fn": collate_batch}
         train_dl = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, **loader_kw)
-        val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t.batch_size), **loader_kw)
-        module = SegmentationModule(model, cfg, run_label=f"{name} (config {run_dir / '.hydra' / 'config.yaml'})")
+        val_dl = torch.utils.data.DataLoader(val_ds, batch_size=int(t.get("val_batch_size") or t.batch_size), **loader_kw)
+        module = SegmentationModule(prepare_model(model, cfg), cfg, run_label=f"{name} (config {run_dir / '.hydra' / 'config.yaml'})")
         ckpt = str(ckpt_dir / "last.ckpt") if resuming else None
         if resuming:
             print(f"resuming {run_dir} from {ckpt}", file=sys.stderr)
