@@ -36,7 +36,7 @@ class Scan:
     scan_id: str
     subject_id: str
     cine: Path
-    label: Path
+    label: Path | None  # None: an empty label cell (a dataset to predict on, not to train or score)
     spacing: tuple[float, float] | None
 
 
@@ -84,7 +84,8 @@ def scans(data_dir: str | Path, manifest: pd.DataFrame | None = None) -> list[Sc
     out = []
     for r in manifest.itertuples(index=False):
         spacing = None if pd.isna(r.spacing_row) or pd.isna(r.spacing_col) else (float(r.spacing_row), float(r.spacing_col))
-        out.append(Scan(str(r.scan_id), str(r.subject_id), data_dir / r.cine, data_dir / r.label, spacing))
+        label = data_dir / r.label if str(r.label).strip() else None
+        out.append(Scan(str(r.scan_id), str(r.subject_id), data_dir / r.cine, label, spacing))
     return out
 
 
@@ -160,6 +161,8 @@ def load_cine(scan: Scan) -> np.ndarray:
 
 def load_label(scan: Scan) -> np.ndarray:
     """Load a label map as int64 ``(H, W)`` with values in 0..3."""
+    if scan.label is None:
+        raise input_error(scan.cine, f"scan {scan.scan_id!r} has no label (empty label cell in manifest.csv)")
     arr, _ = load_nifti(scan.label)
     arr = np.squeeze(arr) if arr.ndim > 2 else arr
     if arr.ndim != 2:
@@ -176,9 +179,12 @@ def load_label(scan: Scan) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def load_scan(scan: Scan) -> tuple[np.ndarray, np.ndarray]:
-    """Load ``(cine (T, H, W) float32, label (H, W) int64)`` and check that their sizes agree."""
-    cine, label = load_cine(scan), load_label(scan)
+def load_scan(scan: Scan) -> tuple[np.ndarray, np.ndarray | None]:
+    """Load ``(cine (T, H, W) float32, label (H, W) int64 or None)`` and check that their sizes agree."""
+    cine = load_cine(scan)
+    if scan.label is None:
+        return cine, None
+    label = load_label(scan)
     if cine.shape[1:] != label.shape:
         raise input_error(scan.label, f"label size {label.shape} does not match cine size {cine.shape[1:]} ({scan.cine.name})")
     return cine, label
