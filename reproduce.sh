@@ -5,6 +5,7 @@
 #   test             the test suite (CPU, a few minutes on 2 cores)
 #   table1|2|3       a paper table end to end (default: quick profile on the embedded phantom)
 #   all              table1, table2 and table3
+#   sunnybrook       UNet and SSNet on the real Sunnybrook patients (LV myocardium, patient-wise folds)
 #   figures          (not implemented yet)
 # Extra arguments go to the verb, e.g. ./reproduce.sh table1 --profile paper --seeds 0,1,2
 set -euo pipefail
@@ -37,6 +38,9 @@ case "$verb" in
   table1|table2|table3)
     setup
     exec "$VENV/bin/ssnet" reproduce "$verb" "$@" ;;
+  sunnybrook)
+    setup
+    exec "$VENV/bin/ssnet" reproduce sunnybrook "$@" ;;
   all)
     setup
     for t in table1 table2 table3; do "$VENV/bin/ssnet" reproduce "$t" "$@"; done ;;
@@ -45,5 +49,5 @@ case "$verb" in
   help|-h|--help)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
-    echo "reproduce.sh: unknown verb '$verb' (setup, test, table1, table2, table3, all, figures)" >&2; exit 2 ;;
+    echo "reproduce.sh: unknown verb '$verb' (setup, test, table1, table2, table3, sunnybrook, all, figures)" >&2; exit 2 ;;
 esac
