@@ -58,7 +58,8 @@ def predict_dataset(
             pred = logits.argmax(1).to(torch.uint8).cpu().numpy()
             probs = logits.softmax(1).cpu().numpy() if probabilities else None
             unc = out.aux.get("uncertainty") if probabilities else None
-            unc = unc.float().reshape(unc.shape[0], *unc.shape[-2:]).cpu().numpy() if unc is not None else None
+            if unc is not None:  # (B, 1, H, W) in SSNet; a per-class map is reduced to its maximum
+                unc = unc.float().flatten(1, -3).amax(1).cpu().numpy() if unc.ndim > 3 else unc.float().cpu().numpy()
             for j, label in enumerate(pred):
                 scan, geo = dataset.scans[i + j], dataset.geometries[i + j]
                 spacing = geo.native_spacing
