@@ -8,9 +8,11 @@
 2. patient-wise folds: fold k tests patient k, validates on patient k+1 and trains on the rest
    (patients in sorted order; ``--folds N`` rotates the test patient). Each fold is a small dataset
    folder (manifest pointing at the shared files + its own split.csv) under ``<out>/folds/``;
-3. the field of view in mm is chosen on the training and validation patients only: the finest of
-   ``SPACING_CANDIDATES`` at which none of their myocardium falls outside the ``data.size`` crop
-   (the held-out patient is never looked at); the best checkpoint is the lowest validation loss;
+3. settings are chosen without the held-out patient: the field of view in mm is the finest of
+   ``SPACING_CANDIDATES`` at which none of the training and validation myocardium falls outside the
+   ``data.size`` crop; the best checkpoint is the lowest validation loss; with ``--grid KEY=V1,V2``
+   (e.g. ``--grid train.lr=1e-4,1e-3``) every combination is trained and the one with the best
+   myocardium Dice on the validation patient (``ssnet predict --split val`` + the scorer) is reported;
 4. trains UNet and SSNet (K = 4 as in the paper; this data only has classes 0/1), predicts the test
    patient on the native grid and scores class 1 (LV myocardium) with the shared scorer;
 5. writes ``<out>/sunnybrook.csv`` / ``.md`` (Dice, HD95 per method and fold), ``sunnybrook_per_case.csv``
@@ -122,6 +124,33 @@ def train_or_reuse(overrides: list[str]) -> Path:
     return train(cfg, overrides)
 
 
+def parse_grid(items: list[str] | None) -> list[list[str]]:
+    """``["train.lr=1e-4,1e-3", ...]`` → every combination as a list of overrides ([[]] without a grid)."""
+    import itertools
+
+    axes = []
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not vals:
+            raise SsnetError(f"--grid {item!r}: expected KEY=V1,V2,...")
+        axes.append([f"{key.strip()}={v}" for v in vals])
+    return [list(c) for c in itertools.product(*axes)] if axes else [[]]
+
+
+def val_dice(run_dir: Path, fold_dir: Path) -> float:
+    """Mean LV-myocardium Dice of a finished run on the validation patient (predictions kept in the run folder)."""
+    from ssnet.engine.predict import predict_run
+    from ssnet.evaluation.score import score_predictions
+
+    pred = run_dir / "val_predictions"
+    if not (pred / ".done").exists():
+        predict_run(run_dir, fold_dir, pred, split="val", force=True)
+        atomic_write_text(pred / ".done", "")
+    df = score_predictions(fold_dir, pred, split="val", protocol="strict", classes=(MYO,))
+    return float(df[df.metric == "dsc"]["value"].mean())
+
+
 def ed_figure(fold_dir: Path, runs: dict[str, Path], out: Path, n_slices: int = 3) -> None:
     """ED frames of the test patient's middle slices with expert (green) and predicted contours, PNG."""
     import matplotlib
@@ -167,7 +196,7 @@ def _fmt(values: pd.Series, digits: int) -> str:
 
 
 def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: int = 1, seed: int = 0,
-                  extra: list[str] | None = None, force: bool = False) -> dict[str, Path]:
+                  extra: list[str] | None = None, force: bool = False, grid: list[str] | None = None) -> dict[str, Path]:
     """The whole benchmark; returns the written files."""
     from ssnet.engine.config import compose
     from ssnet.engine.runs import read_run
@@ -182,6 +211,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
         raise input_error(data_dir / "manifest.csv", "no labels: the benchmark needs the expert contours")
     extra = list(extra or [])
     size = int(compose([f"profile={profile}", *extra]).data.size)
+    combos = parse_grid(grid)
     per_case, rows, fig_runs = [], [], {}
     for fold in range(int(folds)):
         fold_dir = out_dir / "folds" / f"fold{fold}"
@@ -195,11 +225,16 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
         print(f"fold {fold}: test {test_patient}, val {val_patient}; data.spacing_mm={spacing:g} "
               f"(field of view {spacing * size:.0f} mm; train/val myocardium outside it per candidate: {missed})", file=sys.stderr)
         for key, label in MODELS:
-            overrides = [f"model={key}", f"profile={profile}", f"data.dir={fold_dir.resolve()}",
-                         f"data.spacing_mm={spacing}", f"run_root={(out_dir / 'runs').resolve()}", f"seed={seed}",
-                         f"method={key}", *[o for o in extra if not o.startswith("data.spacing_mm=")]]
+            base = [f"model={key}", f"profile={profile}", f"data.dir={fold_dir.resolve()}",
+                    f"data.spacing_mm={spacing}", f"run_root={(out_dir / 'runs').resolve()}", f"seed={seed}",
+                    f"method={key}", *[o for o in extra if not o.startswith("data.spacing_mm=")]]
             start = time.perf_counter()
-            run_dir = train_or_reuse(overrides)
+            tried = []
+            for combo in combos:
+                run_dir = train_or_reuse(base + combo)
+                tried.append((val_dice(run_dir, fold_dir), combo, run_dir))
+                print(f"  {key} {' '.join(combo) or '(profile settings)'}: validation myocardium Dice {tried[-1][0]:.4f}", file=sys.stderr)
+            best_val, chosen, run_dir = max(tried, key=lambda t: t[0])
             minutes = (time.perf_counter() - start) / 60
             info = read_run(run_dir)
             df = read_per_case(run_dir / "per_case.csv")
@@ -208,6 +243,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
             per_case.append(df)
             dsc, hd95 = df[df.metric == "dsc"]["value"], df[df.metric == "hd95"]["value"]
             rows.append({"method": label, "fold": fold, "test_patient": test_patient, "val_patient": val_patient,
+                         "chosen": " ".join(chosen) or "profile", "val_dice": round(best_val, 4),
                          "n_test_scans": int(df.scan_id.nunique()), "dice_mean": round(float(dsc.mean()), 4),
                          "dice_sd": round(float(dsc.std(ddof=0)), 4), "hd95_mm_mean": round(float(hd95.mean()), 2),
                          "hd95_mm_sd": round(float(hd95.std(ddof=0)), 2), "dice": _fmt(dsc, 3), "hd95_mm": _fmt(hd95, 2),
@@ -221,7 +257,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
     table = pd.DataFrame(rows)
     atomic_write_csv(table, written["csv"], overwrite=True)
     atomic_write_csv(pd.concat(per_case, ignore_index=True), written["per_case"], overwrite=True)
-    cols = ["method", "fold", "test_patient", "n_test_scans", "dice", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps", "train_minutes"]
+    cols = ["method", "fold", "test_patient", "chosen", "val_dice", "n_test_scans", "dice", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps", "train_minutes"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     note = (f"\nLV myocardium (class 1), strict protocol, native grid, mean ± SD over the held-out patient's ED slices; "
@@ -239,6 +275,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--data", type=Path, default=None, help="an imported dataset (default: data/sunnybrook, imported once)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/sunnybrook)")
     p.add_argument("--force", action="store_true", help="overwrite existing benchmark tables")
+    p.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2",
+                   help="train every value and keep the best validation-patient Dice (repeatable; e.g. train.lr=1e-4,1e-3)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. data.spacing_mm=2.0)")
     a = p.parse_args(argv)
     if a.folds < 1:
@@ -250,7 +288,7 @@ def main(argv: list[str]) -> int:
         raise input_error(data_dir / "manifest.csv", "dataset not found")
     out = a.out or Path("results") / ("sunnybrook" if a.profile == "quick" else f"sunnybrook-{a.profile}")
     start = time.perf_counter()
-    written = run_benchmark(data_dir, out, a.profile, a.folds, a.seed, a.overrides, force=a.force)
+    written = run_benchmark(data_dir, out, a.profile, a.folds, a.seed, a.overrides, force=a.force, grid=a.grid)
     for key, path in written.items():
         print(f"{key}: {path}")
     print(Path(written["md"]).read_text())

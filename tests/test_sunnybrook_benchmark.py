@@ -36,10 +36,18 @@ def test_sunnybrook_benchmark_smoke(tmp_path: Path, capsys) -> None:
     assert code == 0, capsys.readouterr().err[-2000:]
     table = pd.read_csv(out / "sunnybrook.csv")
     assert list(table["method"]) == ["UNet (frames as channels)", "SSNet"] and (table["test_patient"] == "P0").all()
-    assert table["dice_mean"].between(0, 1).all() and (table["fov_mm"] > 0).all()
+    assert table["dice_mean"].between(0, 1).all() and (table["fov_mm"] > 0).all() and table["val_dice"].between(0, 1).all()
     per_case = pd.read_csv(out / "sunnybrook_per_case.csv")
     assert set(per_case["class_id"]) == {1} and {"dsc", "hd95"} <= set(per_case["metric"])
     assert (out / "sunnybrook_ed.png").stat().st_size > 1000 and "HD95" in (out / "sunnybrook.md").read_text()
-    # finished runs are reused; tables are not silently overwritten
+    # tables are not silently overwritten (reuse of finished runs: train_or_reuse, as reproduce table1)
     assert cli(args) == 1 and "--force" in capsys.readouterr().err
-    assert cli(args + ["--force"]) == 0 and "reusing" in capsys.readouterr().err
+
+
+def test_grid_parsing() -> None:
+    from ssnet.sunnybrook import parse_grid
+
+    assert parse_grid(None) == [[]]
+    assert parse_grid(["train.lr=1e-4,1e-3", "seed=0"]) == [["train.lr=1e-4", "seed=0"], ["train.lr=1e-3", "seed=0"]]
+    with pytest.raises(Exception, match="KEY=V1"):
+        parse_grid(["train.lr"])
