@@ -196,7 +196,8 @@ def _fmt(values: pd.Series, digits: int) -> str:
 
 
 def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: int = 1, seed: int = 0,
-                  extra: list[str] | None = None, force: bool = False, grid: list[str] | None = None) -> dict[str, Path]:
+                  extra: list[str] | None = None, force: bool = False, grid: list[str] | None = None,
+                  models: list[str] | None = None) -> dict[str, Path]:
     """The whole benchmark; returns the written files."""
     from ssnet.engine.config import compose
     from ssnet.engine.runs import read_run
@@ -212,6 +213,10 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
     extra = list(extra or [])
     size = int(compose([f"profile={profile}", *extra]).data.size)
     combos = parse_grid(grid)
+    unknown = sorted(set(models or []) - set(dict(MODELS)))
+    if unknown:
+        raise SsnetError(f"--models: unknown {', '.join(unknown)}; available: {', '.join(dict(MODELS))}")
+    chosen_models = [(k, v) for k, v in MODELS if not models or k in models]
     per_case, rows, fig_runs = [], [], {}
     for fold in range(int(folds)):
         fold_dir = out_dir / "folds" / f"fold{fold}"
@@ -224,7 +229,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
             spacing, missed = choose_spacing(fold_dir, size)
         print(f"fold {fold}: test {test_patient}, val {val_patient}; data.spacing_mm={spacing:g} "
               f"(field of view {spacing * size:.0f} mm; train/val myocardium outside it per candidate: {missed})", file=sys.stderr)
-        for key, label in MODELS:
+        for key, label in chosen_models:
             base = [f"model={key}", f"profile={profile}", f"data.dir={fold_dir.resolve()}",
                     f"data.spacing_mm={spacing}", f"run_root={(out_dir / 'runs').resolve()}", f"seed={seed}",
                     f"method={key}", *[o for o in extra if not o.startswith("data.spacing_mm=")]]
@@ -275,6 +280,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--data", type=Path, default=None, help="an imported dataset (default: data/sunnybrook, imported once)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/sunnybrook)")
     p.add_argument("--force", action="store_true", help="overwrite existing benchmark tables")
+    p.add_argument("--models", default="unet,ssnet", help="comma-separated subset of unet,ssnet (default both)")
     p.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2",
                    help="train every value and keep the best validation-patient Dice (repeatable; e.g. train.lr=1e-4,1e-3)")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. data.spacing_mm=2.0)")
@@ -288,7 +294,8 @@ def main(argv: list[str]) -> int:
         raise input_error(data_dir / "manifest.csv", "dataset not found")
     out = a.out or Path("results") / ("sunnybrook" if a.profile == "quick" else f"sunnybrook-{a.profile}")
     start = time.perf_counter()
-    written = run_benchmark(data_dir, out, a.profile, a.folds, a.seed, a.overrides, force=a.force, grid=a.grid)
+    written = run_benchmark(data_dir, out, a.profile, a.folds, a.seed, a.overrides, force=a.force, grid=a.grid,
+                            models=[m.strip() for m in a.models.split(",") if m.strip()])
     for key, path in written.items():
         print(f"{key}: {path}")
     print(Path(written["md"]).read_text())
