@@ -182,7 +182,7 @@ def ed_figure(fold_dir: Path, runs: dict[str, Path], out: Path, n_slices: int = 
     handles = [plt.Line2D([], [], color="lime", label="expert")]
     handles += [plt.Line2D([], [], color=colours.get(k, "tab:blue"), ls="--", label=dict(MODELS).get(k, k)) for k in runs]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
