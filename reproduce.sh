@@ -5,6 +5,7 @@
 #   test             the test suite (CPU, a few minutes on 2 cores)
 #   table1|2|3       a paper table end to end (default: quick profile on CPU, paper on GPU)
 #   all              table1, table2 and table3
+#   sunnybrook       UNet and SSNet on the real Sunnybrook patients (LV myocardium, patient-wise folds)
 #   figures          PNG figures from a profile's tables and runs (results/<profile>/figures/)
 # Extra arguments go to the verb, e.g. ./reproduce.sh table1 --profile paper --seeds 0,1,2,
 # ./reproduce.sh table1 --launcher slurm (one job per run; rerun later to collect), ./reproduce.sh figures --profile quick.
@@ -39,6 +40,9 @@ case "$verb" in
   table1|table2|table3)
     setup
     exec "$VENV/bin/ssnet" reproduce "$verb" "$@" ;;
+  sunnybrook)
+    setup
+    exec "$VENV/bin/ssnet" reproduce sunnybrook "$@" ;;
   all)
     setup
     for t in table1 table2 table3; do "$VENV/bin/ssnet" reproduce "$t" "$@"; done ;;
@@ -48,5 +52,5 @@ case "$verb" in
   help|-h|--help)
     sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
-    echo "reproduce.sh: unknown verb '$verb' (setup, test, table1, table2, table3, all, figures)" >&2; exit 2 ;;
+    echo "reproduce.sh: unknown verb '$verb' (setup, test, table1, table2, table3, sunnybrook, all, figures)" >&2; exit 2 ;;
 esac

@@ -17,6 +17,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "split": ("ssnet.data.split", "Write the shared subject-wise, MVO-stratified split."),
     "models": ("ssnet.engine.models_cli", "List registered models (with --params: parameter counts)."),
     "train": ("ssnet.engine.train", "Train a model with Hydra overrides; prints the run folder last."),
+    "predict": ("ssnet.engine.predict", "Apply a finished run to any dataset; label maps on each scan's native grid."),
     "score": ("ssnet.evaluation.score", "Score a folder of predicted label maps against a dataset."),
     "compare": ("ssnet.evaluation.compare", "Compare two per-case (or summary) CSVs with paired statistics."),
     "tables": ("ssnet.evaluation.tables", "Write Table 1/2/3 (CSV, Markdown, LaTeX) from per-case CSVs."),

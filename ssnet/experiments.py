@@ -387,6 +387,10 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["sunnybrook"]:  # the real-data benchmark (ssnet/sunnybrook.py)
+        from ssnet.sunnybrook import main as sunnybrook_main
+
+        return sunnybrook_main(argv[1:])
     parser = argparse.ArgumentParser(prog="ssnet reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", choices=sorted(JOBS))
     parser.add_argument("--profile", default=None, choices=["smoke", "quick", "paper", "authors_code"],

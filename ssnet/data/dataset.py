@@ -1,6 +1,7 @@
 """The training dataset: contract + split → preprocessed clips kept in memory.
 
-Per scan (reference §2): select ``T`` evenly spaced frames, scale to [0, 1], bring onto the
+Per scan (reference §2): select ``T`` evenly spaced frames, scale to [0, 1], resample to the
+isotropic ``spacing_mm`` when set (linear for images, nearest for labels), bring onto the
 ``size``×``size`` grid (centre crop/pad, or resize as in the authors' code), normalise with
 the code's net affine map ``(x − 0.459) / 0.223``. The whole preprocessed cohort is kept in
 memory as tensors (it fits), so training never waits on disk; :meth:`CineDataset.to` moves it
@@ -13,6 +14,7 @@ torchvision reference it is tested against.
 Items: ``frames`` (T, 1, H, W) float32, ``label`` (H, W) int64, ``scan_id`` str. Batches
 (:meth:`CineDataset.__getitems__`, one indexing of the in-memory tensors, no per-item Python work):
 ``frames`` (B, T, 1, H, W), ``label`` (B, H, W), ``index`` (B,) and, with sampler seeds, ``aug_seed`` (list of B ints).
+Each scan's :class:`~ssnet.data.spatial.Geometry` (``dataset.geometries``) maps predictions back to its native grid.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ssnet.data.augment import BatchAugment
-from ssnet.data.contract import Scan, load_scan, scans_in_split
-from ssnet.data.spatial import to_grid
+from ssnet.data.contract import Scan, load_scan, scans, scans_in_split
+from ssnet.data.spatial import Geometry, geometry_for
 from ssnet.errors import input_error
 
 
@@ -38,6 +40,7 @@ class ClipConfig:
     spatial: str = "crop"
     norm_mean: float = 0.459
     norm_std: float = 0.223
+    spacing_mm: float | None = None  # isotropic in-plane resampling before the crop (None: native pixels)
 
 
 def frame_indices(source_frames: int, frames: int) -> np.ndarray:
@@ -49,18 +52,40 @@ def frame_indices(source_frames: int, frames: int) -> np.ndarray:
     return (np.arange(frames) * source_frames) // frames
 
 
-def preprocess(cine: np.ndarray, label: np.ndarray, cfg: ClipConfig, scan: Scan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn a cine (T0, H, W) and label (H, W) into model tensors ``(T, 1, S, S)`` and ``(S, S)``."""
+def scan_geometry(native_shape: tuple[int, int], cfg: ClipConfig, scan: Scan | None = None) -> Geometry:
+    """The forward/inverse grid mapping of one scan under ``cfg`` (errors name the scan's cine)."""
+    where = scan.cine if scan else None
+    try:
+        return geometry_for(native_shape, cfg.size, cfg.spatial, scan.spacing if scan else None, cfg.spacing_mm, where)
+    except ValueError as exc:
+        raise input_error(where, str(exc)) from None
+
+
+def preprocess(
+    cine: np.ndarray, label: np.ndarray | None, cfg: ClipConfig, scan: Scan | None = None, geometry: Geometry | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Turn a cine (T0, H, W) and label (H, W) into model tensors ``(T, 1, S, S)`` and ``(S, S)`` (None without label)."""
     try:
         idx = frame_indices(cine.shape[0], cfg.frames)
     except ValueError as exc:
         raise input_error(scan.cine if scan else None, str(exc)) from None
+    geo = geometry or scan_geometry(cine.shape[1:], cfg, scan)
     clip = cine[idx].astype(np.float32)
     lo, hi = float(clip.min()), float(clip.max())
     clip = (clip - lo) / (hi - lo) if hi > lo else np.zeros_like(clip)
-    clip = (to_grid(clip, cfg.size, cfg.spatial) - cfg.norm_mean) / cfg.norm_std
-    lab = to_grid(label, cfg.size, cfg.spatial)
-    return torch.from_numpy(np.ascontiguousarray(clip)).unsqueeze(1), torch.from_numpy(np.ascontiguousarray(lab)).long()
+    clip = (geo.image_forward(clip) - cfg.norm_mean) / cfg.norm_std
+    frames = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)).unsqueeze(1)
+    if label is None:
+        return frames, None
+    return frames, torch.from_numpy(np.ascontiguousarray(geo.label_forward(label))).long()
+
+
+def outside_fov_counts(label: np.ndarray | None, geo: Geometry, num_classes: int = 4) -> dict[int, int]:
+    """Ground-truth pixels per class (1..K-1) outside the field of view of ``geo`` ({} without label)."""
+    if label is None:
+        return {}
+    outside = label[~geo.fov_mask()]
+    return {c: int((outside == c).sum()) for c in range(1, num_classes)}
 
 
 class Augment:
@@ -94,30 +119,41 @@ class Augment:
 
 
 class CineDataset(Dataset):
-    """In-memory preprocessed clips of one split part."""
+    """In-memory preprocessed clips of one split part (``part=None``: every scan of the manifest).
+
+    ``require_labels=False`` (prediction) accepts scans without a label: ``labels`` is then None
+    when any scan lacks one. ``outside_fov[i]`` counts, per class 1..K-1, the ground-truth pixels of
+scan ``i`` that lie outside the model's field of view (they can only be missed; {} without label).
+    """
 
     def __init__(
         self,
         data_dir: str | Path,
-        part: str,
+        part: str | None,
         cfg: ClipConfig = ClipConfig(),
         augment: bool = False,
         max_scans: int | None = None,
+        require_labels: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.part = part
         self.cfg = cfg
-        self.scans = scans_in_split(self.data_dir, part)
+        self.scans = scans_in_split(self.data_dir, part) if part is not None else scans(self.data_dir)
         if max_scans is not None:
             self.scans = self.scans[: int(max_scans)]
-        clips, labels = [], []
+        clips, labels, self.geometries, self.outside_fov = [], [], [], []
         for scan in self.scans:
+            if scan.label is None and require_labels:
+                raise input_error(self.data_dir / "manifest.csv", f"scan {scan.scan_id!r} has no label; training and validation need labels")
             cine, label = load_scan(scan)
-            clip, lab = preprocess(cine, label, cfg, scan)
+            geo = scan_geometry(cine.shape[1:], cfg, scan)
+            clip, lab = preprocess(cine, label, cfg, scan, geo)
             clips.append(clip)
             labels.append(lab)
+            self.geometries.append(geo)
+            self.outside_fov.append(outside_fov_counts(label, geo))
         self.frames = torch.stack(clips)  # (N, T, 1, S, S)
-        self.labels = torch.stack(labels)  # (N, S, S)
+        self.labels = None if any(lab is None for lab in labels) else torch.stack(labels)  # (N, S, S); None: unlabeled
         self.augment = BatchAugment() if augment else None
 
     @classmethod
@@ -128,13 +164,14 @@ class CineDataset(Dataset):
         ds.data_dir, ds.part, ds.cfg = Path("."), "synthetic", cfg
         ds.scans = [Scan(f"synthetic_{i}", f"synthetic_{i}", Path("."), Path("."), None) for i in range(len(frames))]
         ds.frames, ds.labels = frames, labels
+        ds.geometries, ds.outside_fov = [], []
         ds.augment = BatchAugment() if augment else None
         return ds
 
     def to(self, device: torch.device | str, frames_dtype: torch.dtype | None = None) -> "CineDataset":
         """Move the cohort onto ``device`` once (frames optionally stored as ``frames_dtype``, e.g. float16)."""
         self.frames = self.frames.to(device, frames_dtype or self.frames.dtype)
-        self.labels = self.labels.to(device)
+        self.labels = self.labels.to(device) if self.labels is not None else None
         return self
 
     def __len__(self) -> int:

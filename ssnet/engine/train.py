@@ -2,7 +2,9 @@
 
 Flow: compose config → dataset (split made if absent) → run folder (resume if unfinished)
 → Lightning fit (best-val-loss checkpoint, ``last.ckpt`` every few steps) → test predictions
-as label-map NIfTI ``predictions/<scan_id>.nii.gz`` → ``per_case.csv`` via the shared scorer.
+as label-map NIfTI ``predictions/<scan_id>.nii.gz`` on each scan's native grid (the inverse of
+the training geometry, ssnet/data/spatial.py) → ``per_case.csv`` via the shared scorer (native
+grid; ground truth outside the field of view counts as missed and is reported in run.json).
 The last printed line is the run folder.
 """
 from __future__ import annotations
@@ -23,20 +25,23 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ssnet.data.contract import read_split, split_hash
+from ssnet.data.contract import CLASS_NAMES, NUM_CLASSES, read_split, split_hash
 from ssnet.data.dataset import CineDataset, ClipConfig, collate_batch
 from ssnet.data.sampling import StepBatchSampler
 from ssnet.engine.config import build_model, compose, config_hash, model_kwargs
 from ssnet.engine.models_cli import model_cost
+from ssnet.engine.predict import predict_dataset
 from ssnet.engine.provenance import provenance
 from ssnet.engine.runs import acquire_run_dir, read_run, release, write_status
 from ssnet.errors import input_error
-from ssnet.io import atomic_write_text, save_nifti
+from ssnet.io import atomic_write_text
 
 
 def clip_config(cfg: DictConfig) -> ClipConfig:
     d = cfg.data
-    return ClipConfig(int(d.frames), int(d.size), str(d.spatial), float(d.norm_mean), float(d.norm_std))
+    spacing_mm = d.get("spacing_mm")
+    return ClipConfig(int(d.frames), int(d.size), str(d.spatial), float(d.norm_mean), float(d.norm_std),
+                      None if spacing_mm is None else float(spacing_mm))
 
 
 def ensure_split(cfg: DictConfig) -> str:
@@ -117,25 +122,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*deterministic.*")
     warnings.filterwarnings("ignore", ".*sync_dist.*")  # DDP: every rank validates the whole val set, same values
-
-
-def predict_test(module: torch.nn.Module, dataset: CineDataset, out_dir: Path, batch_size: int, device: torch.device) -> float:
-    """Write arg-max label maps of every test clip; return milliseconds per clip."""
-    from ssnet.models.base import as_output
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    module.eval().to(device)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(dataset), batch_size):
-            frames = dataset.frames[i : i + batch_size].to(device)
-            logits = as_output(module.model(frames)).logits
-            pred = logits.float().argmax(1).to(torch.uint8).cpu().numpy()
-            for j, label in enumerate(pred):
-                scan = dataset.scans[i + j]
-                spacing = scan.spacing if dataset.cfg.spatial == "crop" else None
-                save_nifti(out_dir / f"{scan.scan_id}.nii.gz", label, spacing)
-    return 1000 * (time.perf_counter() - start) / max(1, len(dataset))
 
 
 def place_data(cfg: DictConfig, device: torch.device, *datasets: CineDataset) -> None:
@@ -243,14 +229,19 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         module.load_state_dict(state)
         device = torch.device("cuda" if torch.cuda.is_available() and str(t.accelerator) != "cpu" else "cpu")
         test_ds = CineDataset(cfg.data.dir, "test", ccfg, max_scans=max_scans)
-        ms_per_clip = predict_test(module, test_ds, run_dir / "predictions", int(t.batch_size), device)
+        ms_per_clip = predict_dataset(module, test_ds, run_dir / "predictions", int(t.batch_size), device)
+        outside = {CLASS_NAMES[c]: int(sum(d.get(c, 0) for d in test_ds.outside_fov)) for c in range(1, NUM_CLASSES)}
+        fov = test_ds.geometries[0].field_of_view_mm() if test_ds.geometries else None
+        print("test ground truth outside the field of view (counted as missed), pixels per class: "
+              + ", ".join(f"{k} {v}" for k, v in outside.items())
+              + (f"; field of view {fov[0]:.0f} x {fov[1]:.0f} mm" if fov else ""), file=sys.stderr)
 
         from ssnet.evaluation.score import score_predictions
         from ssnet.io import atomic_write_csv
 
         per_case = score_predictions(
             cfg.data.dir, run_dir / "predictions", split="test", protocol="both", method=method, seed=int(cfg.seed),
-            spatial=str(cfg.data.spatial), checkpoint=str(best_path.relative_to(run_dir)), config_hash=chash,
+            checkpoint=str(best_path.relative_to(run_dir)), config_hash=chash,
         )
         atomic_write_csv(per_case, run_dir / "per_case.csv")
         if best_path.name != "last.ckpt":
@@ -258,7 +249,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         mvo = per_case[(per_case["protocol"] == "paper") & (per_case["class_id"] == 3) & (per_case["metric"] == "dice")]
         write_status(run_dir, status="done", steps=int(trainer.global_step),
                      ms_per_clip=round(ms_per_clip, 2), best_checkpoint=str(best_path.relative_to(run_dir)),
-                     test_mvo_dice_paper=float(np.mean(mvo["value"])) if len(mvo) else None, n_test=len(test_ds))
+                     test_mvo_dice_paper=float(np.mean(mvo["value"])) if len(mvo) else None, n_test=len(test_ds),
+                     test_gt_outside_fov_px=outside, field_of_view_mm=[round(x, 1) for x in fov] if fov else None)
     finally:
         if child is None:
             release(run_dir)

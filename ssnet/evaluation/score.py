@@ -1,7 +1,12 @@
 """Score a folder of predicted label maps against a dataset split: the long-format ``per_case.csv``.
 
 ``ssnet score --data DIR --pred PRED_DIR [--split test] [--protocol paper|strict|both]
-[--method NAME --seed N --spatial crop|resize --tau 1.0] --out per_case.csv [--force]``
+[--method NAME --seed N --tau 1.0] --out per_case.csv [--force]``
+
+Predictions are scored on the label's native grid (same shape as the label, native spacing):
+``ssnet train`` and ``ssnet predict`` write them there. A prediction of another shape is an error
+naming the scan, unless ``--legacy-grid crop|resize`` asks for the old comparison of square-grid
+predictions with the label mapped onto that grid (old run folders only).
 """
 from __future__ import annotations
 
@@ -94,7 +99,7 @@ def score_predictions(
     protocol: str = "both",
     method: str = "",
     seed: int = 0,
-    spatial: str = "crop",
+    spatial: str | None = None,
     checkpoint: str = "",
     config_hash: str = "",
     tau: float = 1.0,
@@ -102,9 +107,9 @@ def score_predictions(
 ) -> pd.DataFrame:
     """Score every scan of one split part; return the long-format per-case frame.
 
-    A prediction whose shape equals the label's is compared directly; otherwise the ground
-    truth is brought onto the (square) prediction grid with ``to_grid(label, size, spatial)``
-    and the spacing with ``grid_spacing``.
+    Every prediction must have its label's (native) shape and is compared there with the native
+    spacing. Only with ``spatial`` (legacy) is a square prediction of another shape compared with
+    the label brought onto its grid by ``to_grid(label, size, spatial)``.
 
     Args:
         data_dir: dataset folder (manifest.csv, split.csv).
@@ -112,7 +117,7 @@ def score_predictions(
         split: split part (train/val/test).
         protocol: ``paper``, ``strict`` or ``both``.
         method, seed, checkpoint, config_hash: provenance copied into every row.
-        spatial: ``crop`` or ``resize``: how predictions were mapped to their grid.
+        spatial: None (native grid only), or legacy ``crop``/``resize`` square-grid predictions.
         tau: NSD tolerance in the distance unit (mm, or px when spacing is unknown).
         classes: classes to score (3 = MVO).
 
@@ -123,7 +128,7 @@ def score_predictions(
         SsnetError: missing/extra/wrong-shaped predictions or values outside 0..3.
     """
     protocols = _protocols(protocol)
-    if spatial not in SPATIAL_MODES:
+    if spatial is not None and spatial not in SPATIAL_MODES:
         raise SsnetError(f"unknown spatial mode {spatial!r}; available: {', '.join(SPATIAL_MODES)}")
     if not (tau > 0):
         raise SsnetError(f"tau must be a positive distance, got {tau}")
@@ -141,17 +146,19 @@ def score_predictions(
     for scan in chosen:
         path = preds[scan.scan_id]
         pred = _check_prediction(load_label_map(path), path, scan.scan_id)
+        if scan.label is None:
+            raise input_error(data_dir / "manifest.csv", f"scan {scan.scan_id!r} has no label to score against")
         label = load_label(scan)
         if pred.shape == label.shape:
             gt, spacing = label, scan.spacing
-        elif pred.shape[0] == pred.shape[1]:
+        elif spatial is not None and pred.shape[0] == pred.shape[1]:
             size = int(pred.shape[0])
             gt = to_grid(label, size=size, mode=spatial)
             spacing = grid_spacing(scan.spacing, label.shape, size, mode=spatial)
         else:
             raise input_error(
-                path, f"prediction for scan {scan.scan_id!r} has shape {tuple(pred.shape)}; expected the label shape "
-                f"{tuple(label.shape)} or a square evaluation grid"
+                path, f"prediction for scan {scan.scan_id!r} has shape {tuple(pred.shape)}; expected the label's native "
+                f"shape {tuple(label.shape)} (predictions are scored on the native grid)"
             )
         rows = evaluate_scan(pred, gt, classes=classes, spacing=spacing, tau=tau, protocols=protocols)
         df = pd.DataFrame(rows)
@@ -202,7 +209,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--protocol", default="both", choices=["paper", "strict", "both"])
     p.add_argument("--method", default="")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--spatial", default="crop", choices=list(SPATIAL_MODES))
+    p.add_argument("--legacy-grid", dest="spatial", default=None, choices=list(SPATIAL_MODES),
+                   help="legacy: score square-grid predictions against the label mapped by crop|resize (default: native grid only)")
     p.add_argument("--tau", type=float, default=1.0, help="NSD tolerance in the distance unit (default 1.0)")
     p.add_argument("--classes", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--checkpoint", default="")

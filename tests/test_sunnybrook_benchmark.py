@@ -1,0 +1,53 @@
+"""``ssnet reproduce sunnybrook`` end to end at smoke size on a tiny stand-in dataset (1 step per model)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ssnet.cli import main as cli
+from ssnet.sunnybrook import choose_spacing, fold_split, make_fold
+from test_geometry import make_nonsquare_dataset  # tests/ is on sys.path (pytest rootdir import)
+
+
+def test_fold_split_rotates_the_test_patient() -> None:
+    pats = ["C", "A", "B", "D"]
+    assert fold_split(pats, 0) == {"A": "test", "B": "val", "C": "train", "D": "train"}
+    assert fold_split(pats, 3) == {"A": "val", "B": "train", "C": "train", "D": "test"}
+    with pytest.raises(Exception, match="at least 3 patients"):
+        fold_split(["A", "B"], 0)
+
+
+def test_spacing_is_chosen_on_train_and_val_only(tmp_path: Path) -> None:
+    data = make_nonsquare_dataset(tmp_path / "data")
+    fold = tmp_path / "fold"
+    make_fold(data, fold, 0)
+    spacing, missed = choose_spacing(fold, 16, candidates=(1.0, 1.5, 3.0))
+    assert missed[spacing] == 0 and spacing == min(k for k, v in missed.items() if v == 0)
+
+
+def test_sunnybrook_benchmark_smoke(tmp_path: Path, capsys) -> None:
+    data = make_nonsquare_dataset(tmp_path / "data")
+    out = tmp_path / "results"
+    args = ["reproduce", "sunnybrook", "--profile", "smoke", "--data", str(data), "--out", str(out),
+            "data.size=32", "train.max_steps=1", "train.val_every=1"]
+    code = cli(args)
+    assert code == 0, capsys.readouterr().err[-2000:]
+    table = pd.read_csv(out / "sunnybrook.csv")
+    assert list(table["method"]) == ["UNet (frames as channels)", "SSNet"] and (table["test_patient"] == "P0").all()
+    assert table["dice_mean"].between(0, 1).all() and (table["fov_mm"] > 0).all() and table["val_dice"].between(0, 1).all()
+    per_case = pd.read_csv(out / "sunnybrook_per_case.csv")
+    assert set(per_case["class_id"]) == {1} and {"dsc", "hd95"} <= set(per_case["metric"])
+    assert (out / "sunnybrook_ed.png").stat().st_size > 1000 and "HD95" in (out / "sunnybrook.md").read_text()
+    # tables are not silently overwritten (reuse of finished runs: train_or_reuse, as reproduce table1)
+    assert cli(args) == 1 and "--force" in capsys.readouterr().err
+
+
+def test_grid_parsing() -> None:
+    from ssnet.sunnybrook import parse_grid
+
+    assert parse_grid(None) == [[]]
+    assert parse_grid(["train.lr=1e-4,1e-3", "seed=0"]) == [["train.lr=1e-4", "seed=0"], ["train.lr=1e-3", "seed=0"]]
+    with pytest.raises(Exception, match="KEY=V1"):
+        parse_grid(["train.lr"])
