@@ -158,7 +158,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         ms_per_clip = predict_dataset(module, test_ds, run_dir / "predictions", int(t.batch_size), device)
         outside = {CLASS_NAMES[c]: int(sum(d.get(c, 0) for d in test_ds.outside_fov)) for c in range(1, NUM_CLASSES)}
         fov = test_ds.geometries[0].field_of_view_mm() if test_ds.geometries else None
-        print(f"test ground truth outside the field of view (counted as missed), pixels per class: "
+        print("test ground truth outside the field of view (counted as missed), pixels per class: "
               + ", ".join(f"{k} {v}" for k, v in outside.items())
               + (f"; field of view {fov[0]:.0f} x {fov[1]:.0f} mm" if fov else ""), file=sys.stderr)
 
