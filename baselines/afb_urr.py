@@ -39,12 +39,24 @@ from ssnet.models.stm import (
     frames_target,
     repeat_objects,
     segmented_index,
+    shared_input_conv,
     stm_widths,
 )
 from ssnet.registry import register
 
 MIN_FRAMES = 2  # frame 0 seeds the memory; at least one frame is segmented
 SIZE_DIVISOR = 16  # r4 at 1/16
+
+
+def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """``window × window`` mean, stride 1, zero padding counted (= ``AvgPool2d(window, 1, window // 2)``).
+
+    Computed as a depthwise convolution with a constant kernel, an order of magnitude faster than
+    ``avg_pool2d`` with a large window on CPU (forward and backward); no parameters.
+    """
+    c = x.shape[1]
+    kernel = x.new_full((c, 1, window, window), 1.0 / (window * window))
+    return F.conv2d(x, kernel, padding=window // 2, groups=c)
 
 
 class UncertainRegionRefiner(nn.Module):
@@ -58,7 +70,7 @@ class UncertainRegionRefiner(nn.Module):
 
     def __init__(self, r1_channels: int = 64, width: int = 32, window: int = 7) -> None:
         super().__init__()
-        self.avg = nn.AvgPool2d(window, stride=1, padding=window // 2)
+        self.window = window
         self.max = nn.MaxPool2d(window, stride=1, padding=window // 2)
         self.conv = nn.Conv2d(2 * r1_channels, width, 3, padding=1)
         self.res = ResBlock(width)
@@ -69,7 +81,7 @@ class UncertainRegionRefiner(nn.Module):
 
         Args:
             pair_logits: ``(B·K, 2, H/2, W/2)`` rough per-object logits.
-            r1: ``(B·K, C1, H/2, W/2)`` query stem features (repeated per object).
+            r1: ``(B, C1, H/2, W/2)`` query stem features, shared by the K objects of each clip.
             num_objects: K.
 
         Returns:
@@ -79,9 +91,10 @@ class UncertainRegionRefiner(nn.Module):
         top = seg.topk(2, dim=1).values
         uncertainty = torch.exp(1.0 - top[:, :1] / (top[:, 1:2] + 1e-8))
         seg = seg.reshape(-1, 1, *seg.shape[-2:])
-        local = self.avg(r1 * seg) / (self.avg(seg) + 1e-8)  # 7x7 masked average: the neighbourhood reference
+        masked = repeat_objects(r1, num_objects) * seg
+        local = box_mean(masked, self.window) / (box_mean(seg, self.window) + 1e-8)  # 7x7 masked average: the neighbourhood reference
         confidence = self.max(seg)
-        q = self.pred(F.relu(self.res(self.conv(torch.cat([r1, local], 1))))) * confidence
+        q = self.pred(F.relu(self.res(shared_input_conv(self.conv, r1, local)))) * confidence  # conv of [r1, local]
         return pair_logits + repeat_objects(uncertainty, num_objects) * q, uncertainty
 
 
@@ -136,10 +149,9 @@ class AfbUrr(nn.Module):
 
     def memorise(self, frame: torch.Tensor, probs: torch.Tensor, bank: FeatureBank | None) -> FeatureBank:
         """Encode ``frame (B, C, H, W)`` with object masks ``probs (B, K, H, W)`` and add it to ``bank``."""
-        k = self.num_objects
         if self.detach_memory:
             probs = probs.detach()
-        r4 = self.memory_encoder(repeat_objects(frame, k), probs.reshape(-1, 1, *probs.shape[-2:]))[3]
+        r4 = self.memory_encoder(frame, probs.reshape(-1, 1, *probs.shape[-2:]))[3]  # frame stem shared by the K objects
         keys, values = self.key_value(r4)
         keys, values = keys.flatten(2).transpose(1, 2), values.flatten(2).transpose(1, 2)  # (B·K, hw, C)
         if self.detach_memory:
@@ -156,9 +168,9 @@ class AfbUrr(nn.Module):
         h, w = r4.shape[-2:]
         read = bank.read(repeat_objects(q_key.flatten(2), k)).reshape(-1, q_value.shape[1], h, w)
         x = torch.cat([read, repeat_objects(q_value, k)], 1)
-        pair = self.decoder(x, repeat_objects(r3, k), repeat_objects(r2, k))
+        pair = self.decoder(x, r3, r2)  # skips once per clip: their branch runs once, then is repeated per object
         pair = F.interpolate(pair, size=r1.shape[-2:], mode="bilinear", align_corners=False)
-        pair, uncertainty = self.refiner(pair, repeat_objects(r1, k), k)
+        pair, uncertainty = self.refiner(pair, r1, k)
         pair = F.interpolate(pair, size=frame.shape[-2:], mode="bilinear", align_corners=False)
         return aggregate_objects(pair, k), uncertainty
 

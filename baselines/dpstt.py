@@ -121,18 +121,19 @@ class Dpstt(nn.Module):
         """Memory key ``(B·K, C_k, h, w)`` and value ``(B·K, C_v, h, w)`` of ``frame`` with masks ``probs (B, K, H, W)``."""
         if self.detach_memory:
             probs = probs.detach()
-        r4 = self.memory_encoder(repeat_objects(frame, self.num_objects), probs.reshape(-1, 1, *probs.shape[-2:]))[3]
+        r4 = self.memory_encoder(frame, probs.reshape(-1, 1, *probs.shape[-2:]))[3]  # frame stem shared by the K objects
         key, value = self.kv_memory(r4)
         return (key.detach(), value.detach()) if self.detach_memory else (key, value)
 
     def encode_query(self, frame: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Query features of ``frame (B, C, H, W)``, repeated per object: skips, temporal and spatial key/value."""
+        """Query features of ``frame (B, C, H, W)``: temporal and spatial key/value repeated per object,
+        skips ``r2``/``r3`` once per clip (the decoder runs their branch once and repeats it per object)."""
         k = self.num_objects
         _, r2, r3, r4 = self.query_encoder(frame)
         kt, vt = self.kv_query_temporal(r4)
         ks, vs = self.kv_query_spatial(r4)
-        feats = {"r2": r2, "r3": r3, "kt": kt, "vt": vt, "ks": ks, "vs": vs}
-        return {name: repeat_objects(x, k) for name, x in feats.items()}
+        feats = {"kt": kt, "vt": vt, "ks": ks, "vs": vs}
+        return {"r2": r2, "r3": r3} | {name: repeat_objects(x, k) for name, x in feats.items()}
 
     def segment(self, query: dict[str, torch.Tensor], keys: list[torch.Tensor], values: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Class logits ``(B, K, H, W)`` of the query from memory frames ``keys``/``values`` (oldest first)."""

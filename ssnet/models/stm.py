@@ -114,8 +114,12 @@ class StmEncoder(nn.Module):
         """Encode frames.
 
         Args:
-            x: ``(N, C, H, W)`` frames; for the memory encoder ``N = B·K`` (object-major within a clip).
-            mask: ``(N, 1, H, W)`` soft object masks in [0, 1] (memory encoder only).
+            x: ``(N, C, H, W)`` frames. For the memory encoder ``x`` may also be given once per clip,
+                ``(B, C, H, W)`` with ``N = B·K`` masks: the frame stem is then computed once and
+                repeated per object (object-major, as :func:`repeat_objects`), the same result as
+                encoding the repeated frames at 1/K of the stem cost.
+            mask: ``(N, 1, H, W)`` soft object masks in [0, 1] (memory encoder only); ``N = B·K``,
+                object-major within a clip.
 
         Returns:
             ``[r1, r2, r3, r4]`` at 1/2, 1/4, 1/8, 1/16.
@@ -125,15 +129,23 @@ class StmEncoder(nn.Module):
         if self.memory:
             if mask is None:
                 raise ValueError("the memory encoder needs a mask")
-            f = f + self.conv_mask(mask) + self.conv_bg(1.0 - mask)
+            if mask.shape[0] != f.shape[0]:
+                f = repeat_objects(f, mask.shape[0] // f.shape[0])
+            f = f + self.mask_stem(mask)
             if self.object_embedding is not None:
-                emb = self.object_embedding.repeat(x.shape[0] // self.num_objects, 1)
+                emb = self.object_embedding.repeat(f.shape[0] // self.num_objects, 1)
                 f = f + emb[:, :, None, None]
         r1 = t.relu(t.bn1(f))
         r2 = t.layer1(t.maxpool(r1))
         r3 = t.layer2(r2)
         r4 = t.layer3(r3)
         return [r1, r2, r3, r4]
+
+    def mask_stem(self, mask: torch.Tensor) -> torch.Tensor:
+        """``conv_mask(mask) + conv_bg(1 − mask)`` as one convolution of the stacked pair (same sum, one call)."""
+        weight = torch.cat([self.conv_mask.weight, self.conv_bg.weight], 1)
+        conv = self.conv_mask
+        return F.conv2d(torch.cat([mask, 1.0 - mask], 1), weight, None, conv.stride, conv.padding)
 
 
 class KeyValue(nn.Module):
@@ -191,7 +203,14 @@ class Refine(nn.Module):
         self.res_out = ResBlock(width)
 
     def forward(self, skip: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Args: ``skip (B, C_s, h, w)`` or ``(B·K, …)``, ``coarse (B·K, width, h', w')``.
+
+        A skip given once per clip (the query features are shared by the K objects) runs the skip
+        branch once and is repeated per object afterwards: the same result at 1/K of the cost.
+        """
         s = self.res_skip(self.conv_skip(skip))
+        if s.shape[0] != coarse.shape[0]:
+            s = repeat_objects(s, coarse.shape[0] // s.shape[0])
         return self.res_out(s + F.interpolate(coarse, size=s.shape[-2:], mode="bilinear", align_corners=False))
 
 
@@ -213,7 +232,8 @@ class StmDecoder(nn.Module):
         self.pred = nn.Conv2d(width, 2, 3, padding=1)
 
     def forward(self, x: torch.Tensor, r3: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
-        """Args: x ``(N, C, h, w)`` at 1/16, r3 at 1/8, r2 at 1/4. Returns: ``(N, 2, H/4, W/4)`` logits."""
+        """Args: x ``(N, C, h, w)`` at 1/16, r3 at 1/8, r2 at 1/4 (``N = B·K`` rows, or ``B`` rows shared
+        by the K objects of each clip, see :class:`Refine`). Returns: ``(N, 2, H/4, W/4)`` logits."""
         m = self.res_in(self.conv_in(x))
         m = self.refine3(r3, m)
         m = self.refine2(r2, m)
@@ -235,6 +255,29 @@ def aggregate_objects(pair_logits: torch.Tensor, num_objects: int) -> torch.Tens
 def repeat_objects(x: torch.Tensor, num_objects: int) -> torch.Tensor:
     """``(B, …) → (B·K, …)``, object-major within each clip (matches ``reshape(B, K, …)``)."""
     return x.repeat_interleave(num_objects, dim=0)
+
+
+def shared_input_conv(conv: nn.Conv2d, shared: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """``conv(cat([repeat_objects(shared, K), own], 1))`` with the shared input's share computed once per clip.
+
+    A convolution is linear in its input channels, so the convolution of the concatenation is the
+    sum of the two halves' convolutions (equal up to float rounding); the half that reads the
+    per-clip ``shared (B, C_s, h, w)`` runs on B rows instead of ``B·K``.
+
+    Args:
+        conv: a zero-padded, ungrouped convolution with ``C_s + C_o`` input channels (shared first).
+        shared: ``(B, C_s, h, w)`` features common to the K objects of each clip.
+        own: ``(B·K, C_o, h, w)`` per-object features, object-major within a clip.
+    """
+    if conv.groups != 1 or conv.padding_mode != "zeros":
+        raise ValueError("shared_input_conv needs an ungrouped, zero-padded convolution")
+    cs = shared.shape[1]
+
+    def part(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation)
+
+    common = part(shared, conv.weight[:, :cs], None)
+    return repeat_objects(common, own.shape[0] // shared.shape[0]) + part(own, conv.weight[:, cs:], conv.bias)
 
 
 def empty_mask(batch: int, num_objects: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
