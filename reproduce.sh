@@ -36,7 +36,8 @@ case "$verb" in
   setup) setup ;;
   test)
     setup
-    exec "$VENV/bin/python" -m pytest -q -n 2 "$@" ;;
+    # two pytest workers, one BLAS/OpenMP thread each: no oversubscription of a 2-core machine
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} exec "$VENV/bin/python" -m pytest -q -n 2 --durations=10 "$@" ;;
   table1|table2|table3)
     setup
     exec "$VENV/bin/ssnet" reproduce "$verb" "$@" ;;
