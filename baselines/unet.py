@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ssnet.models.clip_modes import ImageClipAdapter, image_in_channels
-from ssnet.models.pretrained import load_local_encoder_weights
+from ssnet.models.clip_modes import smp_clip_model
 from ssnet.registry import register
 
 
@@ -31,9 +30,7 @@ def build_unet(
     encoder_weights: str | None = None,
 ) -> nn.Module:
     """smp ``Unet(backbone)`` reading the clip by ``clip_mode`` (frames stacked as channels by default)."""
-    import segmentation_models_pytorch as smp
-
-    net = smp.Unet(backbone, encoder_weights=None, in_channels=image_in_channels(clip_mode, frames, in_channels), classes=num_classes)
-    if encoder_weights:
-        load_local_encoder_weights(net.encoder, encoder_weights)
-    return ImageClipAdapter(net, clip_mode)
+    return smp_clip_model(
+        "Unet", frames=frames, num_classes=num_classes, in_channels=in_channels, backbone=backbone,
+        clip_mode=clip_mode, encoder_weights=encoder_weights,
+    )

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ssnet.models.clip_modes import ImageClipAdapter, image_in_channels
-from ssnet.models.pretrained import load_local_encoder_weights
+from ssnet.models.clip_modes import smp_clip_model
 from ssnet.registry import register
 
 
@@ -32,11 +31,7 @@ def build_unetpp(
     encoder_weights: str | None = None,
 ) -> nn.Module:
     """smp ``UnetPlusPlus(backbone)`` reading the clip by ``clip_mode`` (frames stacked as channels by default)."""
-    import segmentation_models_pytorch as smp
-
-    net = smp.UnetPlusPlus(
-        backbone, encoder_weights=None, in_channels=image_in_channels(clip_mode, frames, in_channels), classes=num_classes
+    return smp_clip_model(
+        "UnetPlusPlus", frames=frames, num_classes=num_classes, in_channels=in_channels, backbone=backbone,
+        clip_mode=clip_mode, encoder_weights=encoder_weights,
     )
-    if encoder_weights:
-        load_local_encoder_weights(net.encoder, encoder_weights)
-    return ImageClipAdapter(net, clip_mode)

@@ -71,3 +71,30 @@ class WeightedLossClipAdapter(ImageClipAdapter):
     def loss(self, output: torch.Tensor | SegOutput, target: torch.Tensor) -> torch.Tensor:
         """Weighted CE + Dice of the clip logits ``(B, K, H, W)`` against ``target`` ``(B, H, W)``."""
         return ce_dice_loss(as_output(output).logits, target, self.ce_weight, self.dice_weight)
+
+
+def smp_clip_model(
+    arch: str,
+    *,
+    frames: int,
+    num_classes: int,
+    in_channels: int,
+    backbone: str,
+    clip_mode: str,
+    encoder_weights: str | None,
+) -> ImageClipAdapter:
+    """An smp architecture (``"Unet"``, ``"UnetPlusPlus"``, …) reading a clip by ``clip_mode``.
+
+    Random initialisation (smp's hub weights are never requested); ``encoder_weights`` may name a
+    local state-dict file for the encoder.
+    """
+    import segmentation_models_pytorch as smp
+
+    from ssnet.models.pretrained import load_local_encoder_weights
+
+    net = getattr(smp, arch)(
+        backbone, encoder_weights=None, in_channels=image_in_channels(clip_mode, frames, in_channels), classes=num_classes
+    )
+    if encoder_weights:
+        load_local_encoder_weights(net.encoder, encoder_weights)
+    return ImageClipAdapter(net, clip_mode)
