@@ -263,8 +263,9 @@ def fig3_panel(per_case: pd.DataFrame, runs_root: Path, labels: dict[str, str], 
         _overlay(axes[r, 1], clip[es], None)
         _overlay(axes[r, 2], clip[0], gt)
         for c, m in enumerate(methods, 3):
-            pred = load_nifti(runs[m] / "predictions" / f"{scan}.nii.gz")[0]
-            _overlay(axes[r, c], clip[0], np.asarray(pred).astype(int))
+            pred = load_nifti(runs[m] / "predictions" / f"{scan}.nii.gz")[0]  # on the native grid
+            pred = ds.geometries[i].label_forward(np.asarray(pred).astype(int))  # onto the model's field of view
+            _overlay(axes[r, c], clip[0], pred)
         ax = axes[r, -1]
         if unc is not None:
             u = unc[r, 0].float().numpy()
