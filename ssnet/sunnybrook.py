@@ -31,6 +31,7 @@ import pandas as pd
 
 from ssnet.data.contract import read_manifest, scans, write_manifest
 from ssnet.errors import SsnetError, input_error
+from ssnet.engine.tuning import parse_grid, train_or_reuse, val_per_case
 from ssnet.io import atomic_write, atomic_write_csv, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,46 +109,9 @@ def choose_spacing(fold_dir: Path, size: int, candidates=SPACING_CANDIDATES) -> 
     return min(missed, key=lambda k: (missed[k], k)), missed
 
 
-def train_or_reuse(overrides: list[str]) -> Path:
-    """Train one run, or reuse a finished one with the same resolved config."""
-    from ssnet.engine.config import compose, config_hash
-    from ssnet.engine.runs import is_done
-    from ssnet.engine.train import train
-
-    cfg = compose(overrides)
-    name = f"{cfg.get('method') or cfg.model.key}-{cfg.profile.name}-s{cfg.seed}-{config_hash(cfg)}"
-    run_dir = Path(cfg.run_root).resolve() / name
-    if is_done(run_dir) and (run_dir / "per_case.csv").exists():
-        print(f"reusing {run_dir}", file=sys.stderr)
-        return run_dir
-    print(f"training {cfg.model.key} -> {run_dir}", file=sys.stderr)
-    return train(cfg, overrides)
-
-
-def parse_grid(items: list[str] | None) -> list[list[str]]:
-    """``["train.lr=1e-4,1e-3", ...]`` → every combination as a list of overrides ([[]] without a grid)."""
-    import itertools
-
-    axes = []
-    for item in items or []:
-        key, sep, values = item.partition("=")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not key.strip() or not vals:
-            raise SsnetError(f"--grid {item!r}: expected KEY=V1,V2,...")
-        axes.append([f"{key.strip()}={v}" for v in vals])
-    return [list(c) for c in itertools.product(*axes)] if axes else [[]]
-
-
 def val_dice(run_dir: Path, fold_dir: Path) -> float:
     """Mean LV-myocardium Dice of a finished run on the validation patient (predictions kept in the run folder)."""
-    from ssnet.engine.predict import predict_run
-    from ssnet.evaluation.score import score_predictions
-
-    pred = run_dir / "val_predictions"
-    if not (pred / ".done").exists():
-        predict_run(run_dir, fold_dir, pred, split="val", force=True)
-        atomic_write_text(pred / ".done", "")
-    df = score_predictions(fold_dir, pred, split="val", protocol="strict", classes=(MYO,))
+    df = val_per_case(run_dir, fold_dir, protocol="strict", classes=(MYO,))
     return float(df[df.metric == "dsc"]["value"].mean())
 
 
@@ -188,6 +152,16 @@ def ed_figure(fold_dir: Path, runs: dict[str, Path], out: Path, n_slices: int = 
     plt.close(fig)
     with atomic_write(out, "wb") as fh:
         fh.write(buf.getvalue())
+
+
+def pooled_dice(dsc_rows: pd.DataFrame) -> float:
+    """One Dice over all slices of a patient from per-slice DSC rows: 2·Σ|P∩G| / (Σ|P| + Σ|G|).
+
+    |P∩G| = DSC·(|P| + |G|)/2 per slice (``n_pred``, ``n_gt``); slices where both are empty add nothing.
+    """
+    sizes = dsc_rows["n_gt"].astype(float) + dsc_rows["n_pred"].astype(float)
+    total = float(sizes.sum())
+    return float((dsc_rows["value"].astype(float) * sizes).sum() / total) if total > 0 else 1.0
 
 
 def _fmt(values: pd.Series, digits: int) -> str:
@@ -247,10 +221,11 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
             df["fold"] = fold
             per_case.append(df)
             dsc, hd95 = df[df.metric == "dsc"]["value"], df[df.metric == "hd95"]["value"]
+            patient = pooled_dice(df[df.metric == "dsc"])
             rows.append({"method": label, "fold": fold, "test_patient": test_patient, "val_patient": val_patient,
                          "chosen": " ".join(chosen) or "profile", "val_dice": round(best_val, 4),
                          "n_test_scans": int(df.scan_id.nunique()), "dice_mean": round(float(dsc.mean()), 4),
-                         "dice_sd": round(float(dsc.std(ddof=0)), 4), "hd95_mm_mean": round(float(hd95.mean()), 2),
+                         "dice_sd": round(float(dsc.std(ddof=0)), 4), "dice_patient": round(patient, 4), "hd95_mm_mean": round(float(hd95.mean()), 2),
                          "hd95_mm_sd": round(float(hd95.std(ddof=0)), 2), "dice": _fmt(dsc, 3), "hd95_mm": _fmt(hd95, 2),
                          "spacing_mm": spacing, "fov_mm": round(spacing * size, 1),
                          "myo_px_outside_fov": (info.get("test_gt_outside_fov_px") or {}).get("myocardium"),
@@ -262,10 +237,11 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
     table = pd.DataFrame(rows)
     atomic_write_csv(table, written["csv"], overwrite=True)
     atomic_write_csv(pd.concat(per_case, ignore_index=True), written["per_case"], overwrite=True)
-    cols = ["method", "fold", "test_patient", "chosen", "val_dice", "n_test_scans", "dice", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps", "train_minutes"]
+    cols = ["method", "fold", "test_patient", "chosen", "val_dice", "n_test_scans", "dice", "dice_patient", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps", "train_minutes"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     note = (f"\nLV myocardium (class 1), strict protocol, native grid, mean ± SD over the held-out patient's ED slices; "
+            f"dice_patient: one Dice over all of the patient's ED slices pooled (the volume Dice of cardiac challenges); "
             f"profile {profile}, seed {seed}. HD95 in mm. Sunnybrook has no infarct/MVO labels (K = 4 trained, classes 2–3 absent).\n")
     atomic_write_text(written["md"], "\n".join(md) + "\n" + note, overwrite=True)
     return written

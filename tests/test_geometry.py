@@ -47,6 +47,28 @@ def test_shrinking_resampling_inverse_reproduces_the_model_output() -> None:
     assert fov is not None and abs(fov[0] - 64 * 1.607) < 0.5  # ~103 mm whatever the scanner
 
 
+def test_predictions_map_back_as_probabilities() -> None:
+    """Without resampling: exactly label_inverse(argmax). With it: arg-max of the linearly un-resampled
+    probabilities, so a disc predicted at 2 mm returns to 1 mm with a smoother edge than nearest labels."""
+    rng = np.random.default_rng(0)
+    plain = geometry_for((70, 50), 64, "crop", (1.0, 1.0), None)
+    probs = rng.dirichlet(np.ones(4), size=(64, 64)).transpose(2, 0, 1).astype(np.float32)
+    assert np.array_equal(plain.probabilities_inverse(probs), plain.label_inverse(probs.argmax(0).astype(np.uint8)))
+
+    coarse = geometry_for((128, 128), 64, "crop", (1.0, 1.0), 2.0)
+    yy, xx = np.mgrid[:64, :64] + 0.5
+    disc = 1.0 / (1.0 + np.exp(-(12.0 - np.hypot(yy - 32, xx - 32)) * 3.0))  # soft disc, radius 12 px = 24 mm
+    p2 = np.stack([1 - disc, disc, np.zeros_like(disc), np.zeros_like(disc)]).astype(np.float32)
+    truth = np.hypot(*(np.mgrid[:128, :128] + 0.5 - 64.0)) < 24.0
+    smooth = coarse.probabilities_inverse(p2) == 1
+    nearest = coarse.label_inverse(p2.argmax(0).astype(np.uint8)) == 1
+    assert smooth.shape == truth.shape and (smooth ^ truth).sum() < (nearest ^ truth).sum()
+    outside = np.zeros((4, 64, 64), np.float32)
+    outside[1] = 1.0  # everything foreground inside the field of view; outside it stays background
+    far = geometry_for((200, 200), 64, "crop", (1.0, 1.0), 2.0).probabilities_inverse(outside)
+    assert far[0, 0] == 0 and far[100, 100] == 1
+
+
 def test_phantom_quick_geometry_is_not_resampled() -> None:
     """The quick profile's 1.607 mm equals the phantom's pixels: no resampling (unchanged behaviour)."""
     from ssnet.engine.config import compose

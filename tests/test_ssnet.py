@@ -394,3 +394,27 @@ def test_overfit_four_clips() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] <= 0.5 * losses[0], losses
+
+
+def test_temporal_init_default_can_start_dead_and_positive_cannot() -> None:
+    """The authors' (PyTorch) init leaves a whole stage-1 pooling dead at some seeds on non-negative
+    features (zero output, zero gradient); ``temporal_init=positive`` never does, and keeps the parameters."""
+    x = torch.rand(2, 10, 3, 4, 4)  # non-negative, like ResNet stage outputs
+    dead = [s for s in range(40) if (torch.manual_seed(s), TemporalConv(10, 2))[1](x).abs().max() == 0]
+    assert dead, "expected some seeds whose default-initialised stage-1 pooling outputs only zeros"
+    for s in dead[:3] + [0, 1]:
+        torch.manual_seed(s)
+        default = TemporalConv(10, 2)
+        torch.manual_seed(s)
+        positive = TemporalConv(10, 2, init="positive")
+        assert all(torch.equal(p.weight.abs(), d.weight.abs()) for p, d in zip(positive.convs, default.convs))
+        assert all(not p.bias.any() for p in positive.convs)
+        y = positive(x)
+        assert (y > 0).all()
+        y.sum().backward()
+        assert all(p.weight.grad.abs().sum() > 0 for p in positive.convs)
+    with pytest.raises(ValueError, match="temporal_init"):
+        TemporalConv(10, 2, init="zeros")
+    a = sum(p.numel() for p in SSNet(frames=5, img_size=64, backbone="resnet18").parameters())
+    b = sum(p.numel() for p in SSNet(frames=5, img_size=64, backbone="resnet18", temporal_init="positive").parameters())
+    assert a == b

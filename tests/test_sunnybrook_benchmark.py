@@ -45,9 +45,18 @@ def test_sunnybrook_benchmark_smoke(tmp_path: Path, capsys) -> None:
 
 
 def test_grid_parsing() -> None:
-    from ssnet.sunnybrook import parse_grid
+    from ssnet.engine.tuning import parse_grid
 
     assert parse_grid(None) == [[]]
     assert parse_grid(["train.lr=1e-4,1e-3", "seed=0"]) == [["train.lr=1e-4", "seed=0"], ["train.lr=1e-3", "seed=0"]]
     with pytest.raises(Exception, match="KEY=V1"):
         parse_grid(["train.lr"])
+
+
+def test_pooled_patient_dice_weights_slices_by_size() -> None:
+    from ssnet.sunnybrook import pooled_dice
+
+    # slice a: |P| = |G| = 100, overlap 90 (DSC 0.9); slice b: |G| = 10, |P| = 0 (DSC 0); slice c: both empty
+    rows = pd.DataFrame({"value": [0.9, 0.0, 1.0], "n_gt": [100, 10, 0], "n_pred": [100, 0, 0]})
+    assert pooled_dice(rows) == pytest.approx(2 * 90 / (200 + 10))
+    assert pooled_dice(rows.iloc[2:]) == 1.0

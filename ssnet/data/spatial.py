@@ -175,6 +175,20 @@ class Geometry:
         out = self._uncrop(array.astype(np.float32, copy=False), fill)
         return _resize_linear(out, self.native_shape) if self.resampled else out
 
+    def probabilities_inverse(self, probs: np.ndarray) -> np.ndarray:
+        """(K, size, size) class probabilities → (H, W) label map on the native grid.
+
+        Without resampling this is ``label_inverse(argmax)`` exactly. With resampling the probabilities
+        are un-cropped (outside the field of view: background with certainty) and linearly un-resampled
+        before the arg-max, as nnU-Net does, so boundaries are not staircased at the model's coarser pixels.
+        """
+        if not self.resampled:
+            return self.label_inverse(probs.argmax(0).astype(np.uint8))
+        fill = np.zeros((probs.shape[0],) + (1,) * (probs.ndim - 1), np.float32)
+        fill[0] = 1.0
+        native = np.stack([self.image_inverse(probs[k], fill=float(fill[k].flat[0])) for k in range(probs.shape[0])])
+        return native.argmax(0).astype(np.uint8)
+
     def fov_mask(self) -> np.ndarray:
         """Boolean (H, W): native pixels the model sees (their prediction is not the fill value by construction)."""
         return self.label_inverse(np.ones((self.size, self.size), dtype=np.uint8), fill=0).astype(bool)

@@ -35,6 +35,9 @@ def predict_dataset(
 ) -> float:
     """Write every clip's arg-max label map on its native grid (and probabilities); return ms per clip.
 
+    The label map is ``Geometry.probabilities_inverse``: the arg-max of the class probabilities mapped
+    back to the native grid (linear un-resampling when ``data.spacing_mm`` resampled the scan).
+
     Args:
         model: a registered model, or a module whose ``.model`` is one (the Lightning module).
         dataset: a :class:`~ssnet.data.dataset.CineDataset` (its ``geometries`` give the inverse maps).
@@ -55,18 +58,17 @@ def predict_dataset(
             frames = dataset.frames[i : i + batch_size].to(device)
             out = as_output(net(frames))
             logits = out.logits.float()
-            pred = logits.argmax(1).to(torch.uint8).cpu().numpy()
-            probs = logits.softmax(1).cpu().numpy() if probabilities else None
+            probs = logits.softmax(1).cpu().numpy()
             unc = out.aux.get("uncertainty") if probabilities else None
             if unc is not None:  # (B, 1, H, W) in SSNet; a per-class map is reduced to its maximum
                 unc = unc.float().flatten(1, -3).amax(1).cpu().numpy() if unc.ndim > 3 else unc.float().cpu().numpy()
-            for j, label in enumerate(pred):
+            for j in range(len(probs)):
                 scan, geo = dataset.scans[i + j], dataset.geometries[i + j]
                 spacing = geo.native_spacing
-                save_nifti(out_dir / f"{scan.scan_id}.nii.gz", geo.label_inverse(label).astype(np.uint8), spacing)
-                if probs is None:
+                save_nifti(out_dir / f"{scan.scan_id}.nii.gz", geo.probabilities_inverse(probs[j]), spacing)
+                if not probabilities:
                     continue
-                p = probs[j].copy()
+                p = probs[j]
                 fill = np.zeros((p.shape[0], 1, 1), np.float32)
                 fill[0] = 1.0  # outside the field of view: background with certainty
                 native = np.stack([geo.image_inverse(p[k], fill=float(fill[k, 0, 0])) for k in range(p.shape[0])], -1)

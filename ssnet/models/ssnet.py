@@ -71,6 +71,8 @@ class SSNet(nn.Module):
         alpha: Dice weight α of Eq. 7.
         encoder_weights: path of a local ResNet state dict for both encoders (None = random init).
         temporal: ``conv1d`` (the code) or ``conv3d`` (same maths).
+        temporal_init: ``default`` (PyTorch's, as the code) or ``positive`` (non-negative pooling at
+            initialisation, so no stage's query starts dead; see ssnet/models/ssnet_temporal.py).
 
     ``model(frames)`` returns a :class:`SegOutput`; ``model.loss`` is Eq. 7.
     """
@@ -96,6 +98,7 @@ class SSNet(nn.Module):
         alpha: float = 0.95,
         encoder_weights: str | None = None,
         temporal: str = "conv1d",
+        temporal_init: str = "default",
     ):
         super().__init__()
         if img_size % 32:
@@ -139,9 +142,9 @@ class SSNet(nn.Module):
         self.motion_encoder = ResNetTrunk(backbone, in_channels, encoder_weights) if use_motion else None
         # temporal convolutions: TC_s for the static stream; TC_m when motion is used without static
         # (row 3's query) or fused late (row 2)
-        self.static_temporal = build_temporal_convs(frames, temporal) if use_static else None
+        self.static_temporal = build_temporal_convs(frames, temporal, temporal_init) if use_static else None
         need_tc_m = use_motion and (not use_static or not self.guided)
-        self.motion_temporal = build_temporal_convs(frames, temporal) if need_tc_m else None
+        self.motion_temporal = build_temporal_convs(frames, temporal, temporal_init) if need_tc_m else None
         if self.guided:
             self.attention = nn.ModuleList(
                 GuidedCrossAttention(c, frames, shared=attention == "shared", norm=attn_norm) for c in widths
