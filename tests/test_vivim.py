@@ -180,6 +180,33 @@ def test_torch_scan_is_stable_under_strong_decay() -> None:
     assert torch.allclose(ours.double(), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("block_elements", [1, 40, 1000, 2**18])  # 1 step per block, ragged blocks, one block
+def test_cpu_sequential_scan_matches_reference_with_gradients(monkeypatch, block_elements: int) -> None:
+    import ssnet.models.selective_scan_cpu as cpu_scan
+
+    monkeypatch.setattr(cpu_scan, "BLOCK_ELEMENTS", block_elements)
+    kw = {k: v.requires_grad_() for k, v in _scan_inputs(2, 3, 4, 1000, torch.float64, seed=5).items()}
+    with torch.no_grad():  # large |A|·Δ: decays down to e^-1000 (0 in float64), where a cumulative sum would overflow
+        kw["A"][0] *= 50
+        kw["delta"][:, :, 500:600] += 10
+    ref = selective_scan_reference(**kw, delta_softplus=True)
+    ours = selective_scan_torch(**kw, delta_softplus=True)
+    assert torch.allclose(ours, ref, rtol=0, atol=1e-10)
+    w = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((ours * w).sum(), list(kw.values())),
+                    torch.autograd.grad((ref * w).sum(), list(kw.values()))):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_cpu_sequential_scan_gradcheck(monkeypatch) -> None:
+    import ssnet.models.selective_scan_cpu as cpu_scan
+
+    monkeypatch.setattr(cpu_scan, "BLOCK_ELEMENTS", 50)  # several blocks of 4 steps
+    kw = _scan_inputs(2, 3, 4, 11, torch.float64, seed=6)
+    args = [kw["delta"].abs(), kw["u"], kw["A"], kw["B"], kw["C"]]
+    assert torch.autograd.gradcheck(cpu_scan.sequential_scan, [a.requires_grad_() for a in args])
+
+
 @pytest.mark.skipif(not (torch.cuda.is_available() and mamba_ssm_available()),
                     reason="needs CUDA and mamba_ssm (pip install -e .[gpu]); runs on the GPU machine")
 def test_torch_scan_matches_mamba_ssm_on_gpu() -> None:
