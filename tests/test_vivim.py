@@ -230,6 +230,45 @@ def test_unknown_scan_backend_is_rejected() -> None:
         registry.build("vivim", num_classes=4, **{**TINY, "scan_backend": "cuda"})
 
 
+def test_head_fuses_each_stage_at_its_resolution_like_the_concatenated_fuse() -> None:
+    from baselines.vivim import SegFormerHead
+
+    torch.manual_seed(0)
+    head = SegFormerHead([16, 32, 40, 64], 24, 4).double()
+    feats = [torch.randn(2, c, 16 >> i, 16 >> i, dtype=torch.float64, requires_grad=True)
+             for i, c in enumerate([16, 32, 40, 64])]
+
+    def concatenated() -> torch.Tensor:  # SegFormer's formulation: upsample every stage, concatenate, fuse
+        ups = [F.interpolate(lin(f.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(f.shape[0], -1, *f.shape[2:]),
+                             size=(16, 16), mode="bilinear", align_corners=False) for f, lin in zip(feats, head.linear_c)]
+        return head.classifier(head.dropout(torch.relu(head.bn(head.fuse(torch.cat(ups[::-1], 1))))))
+
+    outs, grads = [], []
+    for run in (head, concatenated):
+        torch.manual_seed(1)  # the same dropout mask
+        out = run(feats) if run is head else run()
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), [*feats, *head.parameters()]))
+    assert torch.allclose(outs[0], outs[1], rtol=0, atol=1e-12)
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-10) for a, b in zip(*grads))
+
+
+def test_spatio_temporal_mlp_conv_equals_the_3d_depthwise_conv() -> None:
+    from baselines.vivim import depthwise_conv3d_tokens
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(6, 6, 3, padding=1, groups=6).double()
+    b, t, h, w = 2, 5, 4, 3
+    tokens = torch.randn(b, t * h * w, 6, dtype=torch.float64, requires_grad=True)
+    reference = conv(tokens.transpose(1, 2).reshape(b, 6, t, h, w)).flatten(2).transpose(1, 2)
+    ours = depthwise_conv3d_tokens(conv, tokens, t, h, w)
+    assert torch.allclose(ours, reference, rtol=0, atol=1e-12)
+    weights = torch.randn_like(reference)
+    for a, r in zip(torch.autograd.grad((ours * weights).sum(), [tokens, *conv.parameters()]),
+                    torch.autograd.grad((reference * weights).sum(), [tokens, *conv.parameters()])):
+        assert torch.allclose(a, r, rtol=0, atol=1e-12)
+
+
 # --------------------------------------------------------------------------------------- loss, weights
 
 
