@@ -7,15 +7,16 @@ Written from the baselines reference (no code copied from the CC BY-NC original)
   Random initialisation, or a local state dict via ``encoder_weights`` (never downloaded).
 * **ST-Mamba.** After each stage, ``mamba_layers`` (2) layers on ``(B, C, T, h, w)``:
   ``x + MambaV3(LN(x))`` on frame-major tokens, then ``x + MLP(LN(x))`` with MLP = fc(C → 4C),
-  depthwise 3×3×3 Conv3d over (T, h, w), GELU, fc(4C → C). The result feeds the next stage and
-  the decoder.
+  depthwise 3×3×3 Conv3d over (T, h, w) (run as the sum of its three temporal taps' depthwise 2-D
+  convolutions), GELU, fc(4C → C). The result feeds the next stage and the decoder.
 * **Mamba v3.** One ``in_proj`` (C → 2·2C: x and gate z), then three selective-scan directions —
   forward, reversed, pixel-major (each location's T frames consecutive) — each with its own
   causal depthwise conv1d, x/dt projections, A and D; the three outputs are averaged, then
   ``out_proj`` (2C → C). d_state 16, d_conv 4, expand 2, dt_rank ceil(C/16); T is read from the
   input (the original hard-codes 5).
 * **Decoder.** SegFormer all-MLP head (1×1 → 768 per stage, upsample to 1/4, concatenate, fuse
-  1×1 → 768, BN-ReLU, dropout 0.1, 1×1 → K), bilinear to full size, per frame. The clip
+  1×1 → 768, BN-ReLU, dropout 0.1, 1×1 → K), bilinear to full size, per frame. The fuse is linear,
+  so each stage's share of it runs before the upsampling, at the stage's own resolution. The clip
   prediction is the log of the mean per-frame probability (or frame ``eval_frame``).
 * **Loss.** Structure loss (weighted BCE + weighted IoU, weights 1 + 5·|avgpool31(m) − m|) on
   one-hot K-class targets, every frame supervised with the clip mask (``supervise_frame=0``: the
