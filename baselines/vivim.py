@@ -7,15 +7,16 @@ Written from the baselines reference (no code copied from the CC BY-NC original)
   Random initialisation, or a local state dict via ``encoder_weights`` (never downloaded).
 * **ST-Mamba.** After each stage, ``mamba_layers`` (2) layers on ``(B, C, T, h, w)``:
   ``x + MambaV3(LN(x))`` on frame-major tokens, then ``x + MLP(LN(x))`` with MLP = fc(C → 4C),
-  depthwise 3×3×3 Conv3d over (T, h, w), GELU, fc(4C → C). The result feeds the next stage and
-  the decoder.
+  depthwise 3×3×3 Conv3d over (T, h, w) (run as the sum of its three temporal taps' depthwise 2-D
+  convolutions), GELU, fc(4C → C). The result feeds the next stage and the decoder.
 * **Mamba v3.** One ``in_proj`` (C → 2·2C: x and gate z), then three selective-scan directions —
   forward, reversed, pixel-major (each location's T frames consecutive) — each with its own
   causal depthwise conv1d, x/dt projections, A and D; the three outputs are averaged, then
   ``out_proj`` (2C → C). d_state 16, d_conv 4, expand 2, dt_rank ceil(C/16); T is read from the
   input (the original hard-codes 5).
 * **Decoder.** SegFormer all-MLP head (1×1 → 768 per stage, upsample to 1/4, concatenate, fuse
-  1×1 → 768, BN-ReLU, dropout 0.1, 1×1 → K), bilinear to full size, per frame. The clip
+  1×1 → 768, BN-ReLU, dropout 0.1, 1×1 → K), bilinear to full size, per frame. The fuse is linear,
+  so each stage's share of it runs before the upsampling, at the stage's own resolution. The clip
   prediction is the log of the mean per-frame probability (or frame ``eval_frame``).
 * **Loss.** Structure loss (weighted BCE + weighted IoU, weights 1 + 5·|avgpool31(m) − m|) on
   one-hot K-class targets, every frame supervised with the clip mask (``supervise_frame=0``: the
@@ -145,9 +146,25 @@ class SpatioTemporalMLP(nn.Module):
 
     def forward(self, tokens: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
         x = self.fc1(tokens)  # (B, T·h·w, rC)
-        b, _, c = x.shape
-        x = self.dwconv(x.transpose(1, 2).reshape(b, c, frames, h, w)).flatten(2).transpose(1, 2)
-        return self.fc2(F.gelu(x))
+        return self.fc2(F.gelu(depthwise_conv3d_tokens(self.dwconv, x, frames, h, w)))
+
+
+def depthwise_conv3d_tokens(conv: nn.Conv3d, tokens: torch.Tensor, frames: int, h: int, w: int) -> torch.Tensor:
+    """A depthwise, zero-padded ``conv`` over (T, h, w) on frame-major tokens ``(B, T·h·w, C)``, same layout out.
+
+    Computed as the sum over the kernel's temporal taps of depthwise 2-D convolutions of the
+    time-shifted frames (channels-last views of the tokens): the same sum of products as the 3-D
+    convolution (equal up to float rounding), without the token transposes and with the CPU's fast
+    2-D depthwise kernels (PyTorch's 3-D depthwise backward is several times slower).
+    """
+    b, _, c = tokens.shape
+    taps, pad = conv.kernel_size[0], conv.padding[0]
+    padded = F.pad(tokens.view(b, frames, h, w, c), (0, 0, 0, 0, 0, 0, pad, pad))
+    out = 0.0
+    for k in range(taps):
+        shifted = padded[:, k : k + frames].reshape(b * frames, h, w, c).permute(0, 3, 1, 2)
+        out = out + F.conv2d(shifted, conv.weight[:, :, k], conv.bias if k == 0 else None, padding=conv.padding[1:], groups=c)
+    return out.permute(0, 2, 3, 1).reshape(b, frames * h * w, c)
 
 
 class STMambaLayer(nn.Module):
@@ -193,14 +210,24 @@ class SegFormerHead(nn.Module):
         self.classifier = nn.Conv2d(dim, num_classes, 1)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-stage ``(N, C_i, h_i, w_i)`` → logits ``(N, K, h_0, w_0)`` at the first stage's size."""
+        """Per-stage ``(N, C_i, h_i, w_i)`` → logits ``(N, K, h_0, w_0)`` at the first stage's size.
+
+        ``fuse(cat(upsample(linear_i(f_i))))`` is computed as ``Σ_i upsample(W_i · linear_i(f_i))``, with
+        ``W_i`` the block of the 1×1 fuse weight that reads stage i: the 1×1 convolution is linear per
+        pixel and bilinear upsampling linear per channel, so they commute (equal up to float rounding)
+        and each stage's share of the fuse runs at that stage's resolution, not at 1/4.
+        """
         size = feats[0].shape[-2:]
-        ups = []
-        for f, lin in zip(feats, self.linear_c):
+        dim = self.fuse.out_channels
+        blocks = self.fuse.weight.flatten(1).split(dim, 1)[::-1]  # SegFormer concatenates deepest first
+        x = 0.0
+        for f, lin, weight in zip(feats, self.linear_c, blocks):
             n, _, h, w = f.shape
-            y = lin(f.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(n, -1, h, w)
-            ups.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
-        x = torch.relu(self.bn(self.fuse(torch.cat(ups[::-1], 1))))  # SegFormer concatenates deepest first
+            y = F.linear(lin(f.flatten(2).transpose(1, 2)), weight).transpose(1, 2).reshape(n, dim, h, w)
+            if (h, w) != tuple(size):
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            x = x + y
+        x = torch.relu(self.bn(x))
         return self.classifier(self.dropout(x))
 
 

@@ -180,6 +180,33 @@ def test_torch_scan_is_stable_under_strong_decay() -> None:
     assert torch.allclose(ours.double(), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("block_elements", [1, 40, 1000, 2**18])  # 1 step per block, ragged blocks, one block
+def test_cpu_sequential_scan_matches_reference_with_gradients(monkeypatch, block_elements: int) -> None:
+    import ssnet.models.selective_scan_cpu as cpu_scan
+
+    monkeypatch.setattr(cpu_scan, "BLOCK_ELEMENTS", block_elements)
+    kw = {k: v.requires_grad_() for k, v in _scan_inputs(2, 3, 4, 1000, torch.float64, seed=5).items()}
+    with torch.no_grad():  # large |A|·Δ: decays down to e^-1000 (0 in float64), where a cumulative sum would overflow
+        kw["A"][0] *= 50
+        kw["delta"][:, :, 500:600] += 10
+    ref = selective_scan_reference(**kw, delta_softplus=True)
+    ours = selective_scan_torch(**kw, delta_softplus=True)
+    assert torch.allclose(ours, ref, rtol=0, atol=1e-10)
+    w = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((ours * w).sum(), list(kw.values())),
+                    torch.autograd.grad((ref * w).sum(), list(kw.values()))):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_cpu_sequential_scan_gradcheck(monkeypatch) -> None:
+    import ssnet.models.selective_scan_cpu as cpu_scan
+
+    monkeypatch.setattr(cpu_scan, "BLOCK_ELEMENTS", 50)  # several blocks of 4 steps
+    kw = _scan_inputs(2, 3, 4, 11, torch.float64, seed=6)
+    args = [kw["delta"].abs(), kw["u"], kw["A"], kw["B"], kw["C"]]
+    assert torch.autograd.gradcheck(cpu_scan.sequential_scan, [a.requires_grad_() for a in args])
+
+
 @pytest.mark.skipif(not (torch.cuda.is_available() and mamba_ssm_available()),
                     reason="needs CUDA and mamba_ssm (pip install -e .[gpu]); runs on the GPU machine")
 def test_torch_scan_matches_mamba_ssm_on_gpu() -> None:
@@ -201,6 +228,45 @@ def test_torch_scan_matches_mamba_ssm_on_gpu() -> None:
 def test_unknown_scan_backend_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown scan_backend 'cuda'; available: auto, torch, mamba_ssm"):
         registry.build("vivim", num_classes=4, **{**TINY, "scan_backend": "cuda"})
+
+
+def test_head_fuses_each_stage_at_its_resolution_like_the_concatenated_fuse() -> None:
+    from baselines.vivim import SegFormerHead
+
+    torch.manual_seed(0)
+    head = SegFormerHead([16, 32, 40, 64], 24, 4).double()
+    feats = [torch.randn(2, c, 16 >> i, 16 >> i, dtype=torch.float64, requires_grad=True)
+             for i, c in enumerate([16, 32, 40, 64])]
+
+    def concatenated() -> torch.Tensor:  # SegFormer's formulation: upsample every stage, concatenate, fuse
+        ups = [F.interpolate(lin(f.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(f.shape[0], -1, *f.shape[2:]),
+                             size=(16, 16), mode="bilinear", align_corners=False) for f, lin in zip(feats, head.linear_c)]
+        return head.classifier(head.dropout(torch.relu(head.bn(head.fuse(torch.cat(ups[::-1], 1))))))
+
+    outs, grads = [], []
+    for run in (head, concatenated):
+        torch.manual_seed(1)  # the same dropout mask
+        out = run(feats) if run is head else run()
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), [*feats, *head.parameters()]))
+    assert torch.allclose(outs[0], outs[1], rtol=0, atol=1e-12)
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-10) for a, b in zip(*grads))
+
+
+def test_spatio_temporal_mlp_conv_equals_the_3d_depthwise_conv() -> None:
+    from baselines.vivim import depthwise_conv3d_tokens
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(6, 6, 3, padding=1, groups=6).double()
+    b, t, h, w = 2, 5, 4, 3
+    tokens = torch.randn(b, t * h * w, 6, dtype=torch.float64, requires_grad=True)
+    reference = conv(tokens.transpose(1, 2).reshape(b, 6, t, h, w)).flatten(2).transpose(1, 2)
+    ours = depthwise_conv3d_tokens(conv, tokens, t, h, w)
+    assert torch.allclose(ours, reference, rtol=0, atol=1e-12)
+    weights = torch.randn_like(reference)
+    for a, r in zip(torch.autograd.grad((ours * weights).sum(), [tokens, *conv.parameters()]),
+                    torch.autograd.grad((reference * weights).sum(), [tokens, *conv.parameters()])):
+        assert torch.allclose(a, r, rtol=0, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------- loss, weights

@@ -1,17 +1,26 @@
-"""Mamba's selective scan: ``mamba_ssm``'s fused CUDA kernel when available, else a chunked PyTorch scan.
+"""Mamba's selective scan: ``mamba_ssm``'s fused CUDA kernel when available, else a PyTorch scan.
 
 The recurrence, per channel ``d`` and state ``n`` (``A < 0``)::
 
     h_t = exp(Δ_t · A) ⊙ h_{t-1} + Δ_t · B_t · u_t
     y_t = C_t · h_t + D · u_t,      y_t ← y_t · silu(z_t)   (when z is given)
 
-The PyTorch scan splits the sequence into ``n_c`` chunks of ``L_c`` ≈ √L steps. A loop over the
-``L_c`` positions of a chunk runs all chunks at once (local states from a zero start, plus the
-running product of decays); a second loop over the ``n_c`` chunks carries each chunk's end state
-into the next. That is about 2·√L small vectorised steps instead of L (stage 1 of Vivim at
-T = 10, 224² has L = 31,360: 178 + 177 steps). It only ever multiplies decays in (0, 1], so it
-cannot overflow (no ``exp`` of a cumulative sum), and it never reads tensor values on the host, so
-it runs on the ``meta`` device and under ``FlopCounterMode``.
+Two PyTorch scans compute the states, both multiplying only decays in (0, 1] (no ``exp`` of a
+cumulative sum), so neither can overflow:
+
+* on the CPU, :func:`~ssnet.models.selective_scan_cpu.sequential_scan`: one fused in-place step per
+  position on a cache-sized block of a time-major state, with a hand-written backward that
+  recomputes each block's states instead of storing ``(b, d, L, n)`` tensors (``L`` small
+  in-cache steps are cheap on a CPU; allocating and first touching full-size tensors is not);
+* elsewhere (CUDA without ``mamba_ssm``, ``meta``), or when ``chunk_size`` is given, the chunked
+  scan: the sequence is split into ``n_c`` chunks of ``L_c`` ≈ √L steps. A loop over the ``L_c``
+  positions of a chunk runs all chunks at once (local states from a zero start, plus the running
+  product of decays); a second loop over the ``n_c`` chunks carries each chunk's end state into
+  the next. That is about 2·√L small vectorised steps instead of L (stage 1 of Vivim at T = 10,
+  224² has L = 31,360: 178 + 177 steps), the right trade where each step is a kernel launch.
+
+Neither reads tensor values on the host, so both run on the ``meta`` device and under
+``FlopCounterMode``.
 """
 from __future__ import annotations
 
@@ -20,6 +29,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from ssnet.models.selective_scan_cpu import sequential_scan
 
 SCAN_BACKENDS = ("auto", "torch", "mamba_ssm")
 
@@ -34,43 +45,10 @@ def mamba_ssm_available() -> bool:
     return True
 
 
-def selective_scan_torch(
-    u: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    delta_bias: torch.Tensor | None = None,
-    delta_softplus: bool = False,
-    chunk_size: int | None = None,
+def chunked_scan(
+    delta: torch.Tensor, u: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk_size: int | None = None
 ) -> torch.Tensor:
-    """Selective scan in plain PyTorch, with ``mamba_ssm.selective_scan_fn``'s signature and maths.
-
-    Args:
-        u: ``(b, d, L)`` input.
-        delta: ``(b, d, L)`` step sizes (before ``delta_bias``/softplus).
-        A: ``(d, n)`` state matrix (negative for a decaying state).
-        B: ``(b, n, L)`` input projection.
-        C: ``(b, n, L)`` output projection.
-        D: ``(d,)`` skip weight, or None.
-        z: ``(b, d, L)`` gate (``y · silu(z)``), or None.
-        delta_bias: ``(d,)`` added to ``delta``, or None.
-        delta_softplus: apply softplus to ``delta`` (after the bias).
-        chunk_size: steps per chunk; default ``ceil(sqrt(L))``.
-
-    Returns:
-        ``(b, d, L)`` output in ``u``'s dtype (computed in at least float32).
-    """
-    out_dtype = u.dtype
-    work = torch.promote_types(u.dtype, torch.float32)
-    u, delta, B, C = (t.to(work) for t in (u, delta, B, C))
-    A = A.to(work)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(work)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    """``y = C · h`` of the recurrence by chunks (see the module docstring); shapes as :func:`sequential_scan`."""
     b, d, length = u.shape
     n = A.shape[1]
     lc = int(chunk_size) if chunk_size else max(1, math.isqrt(length - 1) + 1)
@@ -106,9 +84,53 @@ def selective_scan_torch(
 
     states = local_h + prod_p * carry_in.unsqueeze(3)  # (b, d, nc, lc, n)
     c_read = C.transpose(1, 2).reshape(b, nc, lc, n)
-    y = torch.einsum("bdcln,bcln->bdcl", states, c_read).reshape(b, d, nc * lc)[..., :length]
+    return torch.einsum("bdcln,bcln->bdcl", states, c_read).reshape(b, d, nc * lc)[..., :length]
+
+
+def selective_scan_torch(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Selective scan in plain PyTorch, with ``mamba_ssm.selective_scan_fn``'s signature and maths.
+
+    Args:
+        u: ``(b, d, L)`` input.
+        delta: ``(b, d, L)`` step sizes (before ``delta_bias``/softplus).
+        A: ``(d, n)`` state matrix (negative for a decaying state).
+        B: ``(b, n, L)`` input projection.
+        C: ``(b, n, L)`` output projection.
+        D: ``(d,)`` skip weight, or None.
+        z: ``(b, d, L)`` gate (``y · silu(z)``), or None.
+        delta_bias: ``(d,)`` added to ``delta``, or None.
+        delta_softplus: apply softplus to ``delta`` (after the bias).
+        chunk_size: steps per chunk of the chunked scan; None: the sequential scan on the CPU, else
+            chunks of ``ceil(sqrt(L))`` steps.
+
+    Returns:
+        ``(b, d, L)`` output in ``u``'s dtype (computed in at least float32).
+    """
+    out_dtype = u.dtype
+    work = torch.promote_types(u.dtype, torch.float32)
+    u, delta, B, C = (t.to(work) for t in (u, delta, B, C))
+    A = A.to(work)
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(work)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    if chunk_size is None and u.device.type == "cpu":
+        y = sequential_scan(delta, u, A, B, C)
+    else:
+        y = chunked_scan(delta, u, A, B, C, chunk_size)
     if D is not None:
-        y = y + D.to(work)[:, None] * u[..., :length]
+        y = y + D.to(work)[:, None] * u
     if z is not None:
         y = y * F.silu(z.to(work))
     return y.to(out_dtype)
@@ -161,7 +183,8 @@ def selective_scan(
 
     ``auto`` uses ``mamba_ssm`` for CUDA tensors when it is importable, else the PyTorch scan.
     ``checkpoint`` (PyTorch scan only) recomputes the scan in the backward pass instead of keeping
-    its ``(b, d, L, n)`` intermediates; ``None`` means on for CUDA tensors while gradients are on.
+    its ``(b, d, L, n)`` intermediates (the CPU's sequential scan keeps none); ``None`` means on for
+    CUDA tensors while gradients are on.
     Shapes as :func:`selective_scan_torch`.
     """
     if backend not in SCAN_BACKENDS:
