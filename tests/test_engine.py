@@ -32,6 +32,7 @@ def _train_here(capsys, data: Path, runs: Path, *extra: str) -> tuple[int, str, 
 def test_compose_applies_profile_and_hints() -> None:
     cfg = compose(["model=unet", "profile=quick"])
     assert cfg.data.size == 64 and cfg.train.max_steps == 300 and cfg.profile.model_hints.backbone == "resnet18"
+    assert cfg.train.batch_size == 4 and cfg.train.lr == pytest.approx(1e-3)  # chosen on val (results/quick/tuning.csv)
     assert cfg.data.phantom_difficulty == "easy" and cfg.data.dir == "data/phantom-easy"
     assert cfg.model.key == "unet" and cfg.train.betas == [0.5, 0.99]
     paper = compose(["model=unet", "profile=paper"])
