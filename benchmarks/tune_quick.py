@@ -7,7 +7,8 @@ Each combination of ``--grid`` values is trained for every method with the quick
 ``runs/tune``; finished runs are reused), then predicted and scored on the **validation** split only
 (``ssnet.engine.tuning.val_per_case``). One CSV row per (setting, method): the paper-protocol MVO Dice, the
 MVO-positive Dice, the scans with MVO predicted, the infarct Dice, the no-MVO floor and the training time.
-The test split is predicted by each run (as every run does) but never read here.
+The test split is predicted by each run (as every run does) but never read here, unless ``--report-test``
+asks for it: only for a cohort that was not used to choose anything (the second-phantom check).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from ssnet.engine.runs import read_run  # noqa: E402
 from ssnet.engine.tuning import parse_grid, train_or_reuse, val_per_case  # noqa: E402
 from ssnet.errors import input_error  # noqa: E402
+from ssnet.evaluation.score import read_per_case  # noqa: E402
 from ssnet.io import atomic_write_csv  # noqa: E402
 
 MYO, INFARCT, MVO = 1, 2, 3
@@ -53,6 +55,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--run-root", type=Path, default=REPO / "runs" / "tune")
     p.add_argument("--out", type=Path, required=True, help="CSV of validation results (rows appended per run)")
     p.add_argument("--append", action="store_true", help="add rows to an existing --out instead of refusing")
+    p.add_argument("--report-test", action="store_true",
+                   help="also summarise each run's test per_case.csv (test_* columns): only on a cohort not used for tuning")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     a = p.parse_args(argv)
     if a.out.exists() and not a.append:
@@ -66,6 +70,8 @@ def main(argv: list[str]) -> int:
             info = read_run(run_dir)
             row = {"setting": " ".join(combo + a.overrides) or "profile", "method": method, "seed": a.seed,
                    "data": a.data.name, **summarise(val_per_case(run_dir, a.data)),
+                   **({k.replace("val_", "test_", 1): v for k, v in summarise(read_per_case(run_dir / "per_case.csv")).items()}
+                      if a.report_test else {}),
                    "steps": info.get("steps"), "train_s_per_step": info.get("train_seconds_per_step"),
                    "train_seconds": info.get("train_seconds"), "wall_seconds": round(time.perf_counter() - start, 1),
                    "git_commit": info.get("git_commit"), "run": run_dir.name}
