@@ -42,6 +42,7 @@ def summarise(df: pd.DataFrame) -> dict[str, float]:
             "val_scans_mvo_pred": int((mvo.n_pred > 0).sum()), "val_scans": int(mvo.scan_id.nunique()),
             "val_no_mvo_floor": round(float((mvo.n_gt == 0).mean()), 4),
             "val_infarct_dice": round(float(inf.value.mean()), 4),
+            "val_no_infarct_floor": round(float((inf.groupby("scan_id").n_gt.max() == 0).mean()), 4),
             "val_myo_dice": round(float(paper[paper.class_id == MYO].value.mean()), 4)}
 
 

@@ -28,6 +28,7 @@ def test_summary_reads_mvo_positive_dice_and_the_floor() -> None:
     assert s["val_mvo_dice"] == pytest.approx(0.375) and s["val_mvo_pos_dice"] == pytest.approx(0.25)
     assert s["val_scans_mvo_pred"] == 2 and s["val_scans"] == 4 and s["val_no_mvo_floor"] == pytest.approx(0.5)
     assert s["val_infarct_dice"] == pytest.approx(0.4) and s["val_myo_dice"] == pytest.approx(0.8)
+    assert s["val_no_infarct_floor"] == 0.0  # every scan has infarct (n_gt 9)
 
 
 def test_tune_quick_scores_the_validation_split_and_refuses_to_overwrite(tiny_split_dataset: Path, tmp_path: Path) -> None:

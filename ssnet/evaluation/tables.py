@@ -228,6 +228,15 @@ def _method_stats(per_case: pd.DataFrame, summary: pd.DataFrame, method: str, pr
     return out
 
 
+def _infarct_floor(per_case: pd.DataFrame, protocol: str) -> str:
+    """``"; predicting no infarct scores X"`` (empty-empty scans score 1 in both protocols), or ``""``."""
+    r = per_case[(per_case["protocol"] == protocol) & (per_case["class_id"].astype(int) == INFARCT)]
+    if r.empty:
+        return ""
+    negative = r.groupby("scan_id")["n_gt"].max() == 0
+    return f"; predicting no infarct scores {negative.mean():.4f} (the share of infarct-free scans)"
+
+
 def infarct_dice(per_case: pd.DataFrame, method: str, protocol: str) -> float:
     """Mean class-2 (infarct) Dice (paper) / DSC (strict) over scans, seed-averaged; NaN without class-2 rows."""
     metric = "dice" if protocol == "paper" else "dsc"
@@ -396,7 +405,8 @@ def build_table(
                      f"HD95 = max of the two directed 95th percentiles; NSD at {tau_unit}; detection = scan-level "
                      f"MVO presence.")
     notes.append(f"{pos_name} MVO+: mean over MVO-positive scans only; Scans w/ MVO pred.: scans with any predicted MVO."
-                 + (f" {pos_name} infarct: class 2 (infarct), mean over all scans." if with_infarct else ""))
+                 + (f" {pos_name} infarct: class 2 (infarct), mean over all scans{_infarct_floor(per_case, protocol)}."
+                    if with_infarct else ""))
     if eff:
         notes.append("Efficiency (from each row's run.json): parameters, forward GFLOPs per clip at the run's grid and T, "
                      "training seconds per optimiser step, peak training memory (GPU: CUDA max allocated; CPU: peak RSS "
