@@ -64,3 +64,13 @@ def tiny_split_dataset(tiny_dataset: Path) -> Path:
         tiny_dataset / "split.csv", index=False
     )
     return tiny_dataset
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (the benchmarks folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark  # tests/ is on sys.path (pytest rootdir import)
+
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_train")
 
 
 def test_smoke_writes_csv_with_expected_columns(tmp_path: Path, capsys) -> None:

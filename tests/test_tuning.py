@@ -1,20 +1,15 @@
 """Choosing settings on the validation split (ssnet/engine/tuning.py, benchmarks/tune_quick.py)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark  # tests/ is on sys.path (pytest rootdir import)
 
 
 def _tune_quick():
-    spec = importlib.util.spec_from_file_location("tune_quick", REPO / "benchmarks" / "tune_quick.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("tune_quick")
 
 
 def test_summary_reads_mvo_positive_dice_and_the_floor() -> None:
