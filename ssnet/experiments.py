@@ -287,7 +287,7 @@ def write_tables(kind: str, jobs: list[Job], runs: dict[tuple[str, int], Path], 
         efficiency.setdefault(method, read_run(run_dir))
     per_case = pd.concat(frames, ignore_index=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"per_case": out_dir / f"{kind}_per_case.csv", "summary": out_dir / f"{kind}_summary.csv",
+    written = {"per_case": out_dir / f"{kind}_per_case.csv.gz", "summary": out_dir / f"{kind}_summary.csv",
                "rows": out_dir / f"{kind}_rows.csv"}
     atomic_write_csv(per_case, written["per_case"])
     atomic_write_csv(stats.summarize(per_case), written["summary"])

@@ -63,8 +63,15 @@ def atomic_write_text(path: str | os.PathLike, text: str, overwrite: bool = True
 
 
 def atomic_write_csv(df: Any, path: str | os.PathLike, overwrite: bool = True, **to_csv: Any) -> None:
-    """Write a pandas DataFrame as CSV atomically (``index=False`` unless given)."""
+    """Write a pandas DataFrame as CSV atomically (``index=False`` unless given); a ``.gz`` path is
+    gzip-compressed reproducibly (no timestamp in the header: the same table gives the same bytes)."""
+    import gzip
+
     to_csv.setdefault("index", False)
+    if str(path).endswith(".gz"):
+        with atomic_write(path, "wb", overwrite=overwrite) as fh:
+            fh.write(gzip.compress(df.to_csv(**to_csv).encode("utf-8"), mtime=0))
+        return
     with atomic_write(path, "w", overwrite=overwrite) as fh:
         df.to_csv(fh, **to_csv)
 

@@ -184,7 +184,7 @@ COMMITTED = sorted(p for p in (REPO / "results").glob("*/table[123].csv"))
 @pytest.mark.parametrize("table", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_tables_regenerate_byte_for_byte(table: Path, tmp_path: Path) -> None:
     """Every committed table parses and equals what the documented command makes from its per-case CSV:
-    ``ssnet tables --kind K --per-case results/P/K_per_case.csv --rows results/P/K_rows.csv --with-paper --out DIR``."""
+    ``ssnet tables --kind K --per-case results/P/K_per_case.csv.gz --rows results/P/K_rows.csv --with-paper --out DIR``."""
     from ssnet.cli import main as cli
 
     kind, folder = table.stem, table.parent
@@ -192,9 +192,20 @@ def test_committed_tables_regenerate_byte_for_byte(table: Path, tmp_path: Path) 
     assert {"Protocol", "Method"} <= set(df.columns) and "no-MVO" in set(df["Method"])
     rows = folder / f"{kind}_rows.csv"
     assert rows.is_file(), f"{rows} missing: regeneration needs the rows' labels and extra columns"
-    assert cli(["tables", "--kind", kind, "--per-case", str(folder / f"{kind}_per_case.csv"), "--rows", str(rows),
+    assert cli(["tables", "--kind", kind, "--per-case", str(folder / f"{kind}_per_case.csv.gz"), "--rows", str(rows),
                 "--with-paper", "--out", str(tmp_path)]) == 0
     for suffix in ("", "_strict"):
         for fmt in ("csv", "md", "tex"):
             name = f"{kind}{suffix}.{fmt}"
             assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), f"{folder / name} is not reproduced"
+
+
+def test_gzipped_csv_is_reproducible_and_round_trips(tmp_path: Path) -> None:
+    from ssnet.io import atomic_write_csv
+
+    df = pd.DataFrame({"scan_id": ["a", "b"], "value": [0.5, 1.0]})
+    atomic_write_csv(df, tmp_path / "x.csv.gz")
+    first = (tmp_path / "x.csv.gz").read_bytes()
+    atomic_write_csv(df, tmp_path / "x.csv.gz")
+    assert (tmp_path / "x.csv.gz").read_bytes() == first and first[:2] == b"\x1f\x8b"
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "x.csv.gz"), df)

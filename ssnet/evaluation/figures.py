@@ -302,7 +302,9 @@ def make_figures(results: Path, profile: str | None = None) -> tuple[list[Path],
     written, missing = [], []
 
     def need(kind: str, what: str) -> pd.DataFrame | None:
-        path = results / f"{kind}_per_case.csv"
+        path = results / f"{kind}_per_case.csv.gz"
+        if not path.exists():  # uncompressed, as written before per-case tables were gzipped
+            path = results / f"{kind}_per_case.csv"
         if not path.is_file():
             missing.append(f"{what}: needs {kind}; run `./reproduce.sh {kind} --profile {profile}` first ({path} missing)")
             return None
