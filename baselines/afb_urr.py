@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ssnet.models.base import SegOutput
 from ssnet.models.clip_modes import average_frame_probabilities
+from ssnet.models.losses import cross_entropy
 from ssnet.models.stm import (
     FeatureBank,
     KeyValue,
@@ -203,7 +204,7 @@ class AfbUrr(nn.Module):
         """CE over objects on every segmented frame (clip mask ``target (B, H, W)``) + 0.5 × uncertainty."""
         frame_logits = output.aux["frame_logits"]
         b, t = frame_logits.shape[:2]
-        ce = F.cross_entropy(frame_logits.flatten(0, 1).float(), frames_target(target, t))
+        ce = cross_entropy(frame_logits.flatten(0, 1).float(), frames_target(target, t))
         return ce + self.uncertainty_weight * output.aux["uncertainty"].float().mean()
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ssnet.errors import input_error
 from ssnet.models.base import SegOutput
 from ssnet.models.clip_modes import average_frame_probabilities
+from ssnet.models.losses import cross_entropy
 from ssnet.models.ns_attention import NSBlock
 from ssnet.models.pretrained import read_state_dict
 from ssnet.registry import register
@@ -237,7 +238,7 @@ class PNSPlus(nn.Module):
             raise ValueError(f"PNS+ loss: target {tuple(target.shape)} does not match {tuple(frame_logits.shape)}")
         if self.loss_name == "ce":
             per_frame_target = target.long().unsqueeze(1).expand(-1, n, -1, -1).flatten(0, 1)
-            return F.cross_entropy(frame_logits.flatten(0, 1), per_frame_target)
+            return cross_entropy(frame_logits.flatten(0, 1), per_frame_target)
         onehot = F.one_hot(target.long(), k).permute(0, 3, 1, 2).unsqueeze(1).to(frame_logits.dtype)
         return F.binary_cross_entropy_with_logits(frame_logits, onehot.expand_as(frame_logits))
 

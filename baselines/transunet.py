@@ -30,6 +30,21 @@ def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+
+def bicubic_resize_separable(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.interpolate(x, (height, width), mode="bicubic", align_corners=False)`` as two matrix products.
+
+    Bicubic resizing is separable, so it equals ``A_h · x · A_wᵀ`` with the 1-D resize matrices (the resize
+    of the identity's columns). Its backward is a matrix product too, deterministic on CUDA, where the fused
+    bicubic backward is not.
+    """
+    def matrix(n_in: int, n_out: int) -> torch.Tensor:
+        with torch.no_grad():
+            eye = torch.eye(n_in, device=x.device, dtype=x.dtype).view(n_in, 1, n_in, 1)
+            return F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=False).view(n_in, n_out).t()
+
+    return matrix(x.shape[-2], height) @ x @ matrix(x.shape[-1], width).t()
+
 class CupBlock(nn.Module):
     """Bilinear ×2 (align_corners), concatenate the skip, then two conv-BN-ReLU."""
 
@@ -77,7 +92,10 @@ class TransUNet(nn.Module):
         if (gh, gw) == (POS_GRID, POS_GRID):
             return pos
         grid = pos.reshape(1, POS_GRID, POS_GRID, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        if grid.is_cuda and torch.are_deterministic_algorithms_enabled():
+            grid = bicubic_resize_separable(grid, gh, gw)  # CUDA's bicubic backward has no deterministic kernel
+        else:
+            grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
         return grid.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,7 @@ if str(ROOT) not in sys.path:
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4, "GH200": 989.4, "A100": 312.0}
 
 COLUMNS = [
-    "method", "profile", "device", "batch_size", "frames", "size", "precision", "compile", "channels_last",
+    "method", "profile", "device", "batch_size", "frames", "size", "precision", "compile", "channels_last", "deterministic",
     "steps", "step_ms", "step_ms_p90", "data_ms", "data_wait_share", "wall_ms", "data_wait_share_overlapped",
     "clips_per_s", "gflop_per_step", "tflops",
     "peak_tflops", "peak_share", "peak_mem_mib", "params", "torch", "error",
@@ -135,6 +135,7 @@ class Bench:
         self.collate = collate_batch
         self.precision = precision_for(self.cfg) if device.type == "cuda" else "32-true"
         self.compiled = bool(t.get("compile", False))
+        self.deterministic = set_determinism(bool(t.get("deterministic", False)))
 
     def autocast(self) -> Any:
         if "bf16" in self.precision:
@@ -173,6 +174,15 @@ class Bench:
         return float(counter.get_total_flops())
 
 
+def set_determinism(on: bool) -> bool:
+    """What Lightning's ``Trainer(deterministic=on)`` sets: deterministic kernels (an op without one raises),
+    cuBLAS's fixed workspace; cuDNN autotuning stays off either way (PyTorch's default)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    return on
+
+
 def eager_prepared(cfg: Any, model: torch.nn.Module, prepare_model: Any) -> torch.nn.Module:
     """channels_last now; ``compile`` later (after the FLOP count, which needs the eager model)."""
     from omegaconf import OmegaConf
@@ -186,11 +196,12 @@ def measure(name: str, profile: str = "quick", steps: int = 10, warmup: int = 2,
     """One CSV row for ``name`` (see the module docstring); ``error`` holds a one-line reason on failure."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     row: dict[str, Any] = {"method": name, "profile": profile, "device": device_label(device), "torch": torch.__version__}
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
         rss0 = _rss_mib()
         b = Bench(name, profile, device, overrides)
         row.update(batch_size=b.batch_size, frames=int(b.cfg.data.frames), size=int(b.cfg.data.size),
-                   precision=b.precision, compile=b.compiled, channels_last=bool(b.cfg.train.get("channels_last", False)),
+                   precision=b.precision, compile=b.compiled, deterministic=b.deterministic, channels_last=bool(b.cfg.train.get("channels_last", False)),
                    steps=steps, params=b.params)
         it = iter(b.loader(warmup + 2 * steps + 2))
         first = b.ready(next(it))
@@ -238,6 +249,7 @@ def measure(name: str, profile: str = "quick", steps: int = 10, warmup: int = 2,
         del b
     except Exception as exc:  # one method that cannot run must not hide the others
         row["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+    torch.use_deterministic_algorithms(deterministic_before)  # the caller's setting (tests run in one process)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
@@ -350,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(Path(args.markdown)))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts (deterministic runs need it)
     from ssnet import registry
     from ssnet.engine.train import quiet_lightning
 

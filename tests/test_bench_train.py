@@ -59,3 +59,20 @@ def test_sdpa_report_names_every_attention_stage_on_cpu() -> None:
     rows = bench.sdpa_report("ssnet", "smoke", bench.SMOKE, device=torch.device("cpu"))
     assert [r["stage"] for r in rows] == [f"attention.{i}" for i in range(len(rows))] and rows
     assert all(r["math"] == "ok" and r["picked"] in ("flash", "efficient", "cudnn", "math") for r in rows)
+
+
+def test_profile_step_smoke_tables(tmp_path: Path, capsys) -> None:
+    """benchmarks/profile_step.py: per-module forward times (containers expanded) and operator tables, step and data path."""
+    prof = load_benchmark("profile_step")
+    out = tmp_path / "ssnet"
+    assert prof.main(["--method", "ssnet", "--profile", "smoke", "--steps", "1", "--warmup", "0", "--top", "5", "--out", str(out)]) == 0
+    mods = list(csv.DictReader(Path(f"{out}_modules.csv").open()))
+    names = [r["module"] for r in mods]
+    assert names[0] == "(whole forward)" and float(mods[0]["share_of_forward"]) == 1.0
+    assert "static_encoder" in names and "attention.0" in names  # the ModuleList's items, which are called
+    assert all(float(r["forward_ms_per_step"]) <= float(mods[0]["forward_ms_per_step"]) for r in mods)
+    ops = list(csv.DictReader(Path(f"{out}_ops.csv").open()))
+    assert len(ops) == 5 and float(ops[0]["ms_per_step"]) > 0
+    assert prof.main(["--method", "unet", "--profile", "smoke", "--data", "--steps", "2", "--warmup", "0", "--top", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "data path:" in text and "BatchAugment.params" in text and "BatchAugment.apply" in text

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ssnet import registry
+from conftest import load_benchmark  # tests/ is on sys.path (pytest rootdir import)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -60,11 +61,7 @@ def test_engine_trains_on_gpu_in_bf16(tiny_split_dataset: Path, tmp_path: Path, 
 @pytest.mark.parametrize("method", ["ssnet", "unet"])
 def test_paper_profile_data_wait_below_5_percent(method: str) -> None:
     """20 paper-profile steps through the engine's data path (device-side data and augmentation)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_train")
     row = bench.measure(method, "paper", steps=20, warmup=3, device=torch.device("cuda"), flops=False)
     assert row["error"] == "", row["error"]
     # the device waits for data < 5 % of the time (the loop as in training); the synchronised bound is reported
@@ -82,3 +79,14 @@ def test_engine_trains_with_device_data_and_augmentation(tiny_split_dataset: Pat
     assert code == 0, out.err[-2000:]
     run_dir = Path(out.out.strip().splitlines()[-1])
     assert (run_dir / "per_case.csv").exists()
+
+
+def test_every_method_trains_in_deterministic_mode_on_cuda() -> None:
+    """``train.deterministic=true`` (every profile's default) on CUDA: no op of any method lacks a deterministic kernel."""
+    from ssnet import registry
+
+    bench = load_benchmark("bench_train")
+    overrides = ["data.size=64", "data.frames=3", "train.batch_size=2", "data.augment=true", "train.deterministic=true"]
+    for name in registry.names():
+        row = bench.measure(name, "smoke", steps=1, warmup=0, device=torch.device("cuda"), overrides=overrides, flops=False)
+        assert row["error"] == "", f"{name}: {row['error']}"

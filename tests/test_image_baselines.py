@@ -121,3 +121,33 @@ def test_sgd_poly_original_recipe() -> None:
     cfg.train.optimizer = "lamb"
     with pytest.raises(SsnetError, match="unknown optimiser 'lamb'; available: adam, adamw, sgd"):
         SegmentationModule(torch.nn.Linear(2, 2), cfg).configure_optimizers()
+
+
+@pytest.mark.parametrize("size", [(4, 4), (28, 20)])
+def test_transunet_separable_bicubic_equals_interpolate(size: tuple[int, int]) -> None:
+    """The deterministic-CUDA path of the position-embedding resize: same values and gradients as F.interpolate."""
+    from baselines.transunet import bicubic_resize_separable
+
+    x = torch.randn(1, 6, 14, 14, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 6, *size, dtype=torch.float64)
+    ours = bicubic_resize_separable(x, *size)
+    (g_ours,) = torch.autograd.grad((ours * y).sum(), x)
+    ref = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+    (g_ref,) = torch.autograd.grad((ref * y).sum(), x)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-12)
+
+
+def test_cross_entropy_helper_is_f_cross_entropy_on_cpu() -> None:
+    """The engine's pixel-mean cross-entropy keeps CPU results bit-identical to F.cross_entropy, deterministic mode or not."""
+    from ssnet.models.losses import cross_entropy
+
+    logits, target = torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 8, 8))
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        for on in (False, True):
+            torch.use_deterministic_algorithms(on)
+            assert torch.equal(cross_entropy(logits, target), F.cross_entropy(logits, target))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    torch.testing.assert_close(F.cross_entropy(logits, target, reduction="none").mean(), F.cross_entropy(logits, target))

@@ -71,7 +71,10 @@ class BatchAugment:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment ``frames`` (B, T, C, H, W) and ``labels`` (B, H, W) on their device; float32 frames out."""
         pin = frames.device.type == "cuda"
-        return self.apply(frames, labels, self.params(seeds, frames.shape[-2], frames.shape[-1], pin=pin))
+        with torch.profiler.record_function("BatchAugment.params"):
+            p = self.params(seeds, frames.shape[-2], frames.shape[-1], pin=pin)
+        with torch.profiler.record_function("BatchAugment.apply"):
+            return self.apply(frames, labels, p)
 
     def apply(self, frames: torch.Tensor, labels: torch.Tensor, p: AugmentParams) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, c, h, w = frames.shape

@@ -30,6 +30,18 @@ def multiclass_soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: f
     return ((1.0 - score) * present).mean()
 
 
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel-mean cross-entropy, ``F.cross_entropy(logits, target)``, that also runs in deterministic mode on CUDA.
+
+    CUDA's fused 2-D NLL mean has no deterministic kernel (``torch.use_deterministic_algorithms(True)``, which
+    ``train.deterministic`` sets, makes it raise); there the per-pixel losses are averaged instead. Elsewhere
+    the fused call is kept, so CPU results are bit-identical to ``F.cross_entropy``.
+    """
+    if logits.is_cuda and torch.are_deterministic_algorithms_enabled():
+        return F.cross_entropy(logits, target, reduction="none").mean()
+    return F.cross_entropy(logits, target)
+
+
 def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 1.0, dice_weight: float = 1.0) -> torch.Tensor:
     """``ce_weight``·cross-entropy + ``dice_weight``·:func:`multiclass_soft_dice_loss` (TransUNet 0.5/0.5, SwinUNETR 1/1).
 
@@ -44,5 +56,5 @@ def ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, ce_weight: float = 
     """
     loss = dice_weight * multiclass_soft_dice_loss(logits, target)
     if ce_weight:
-        loss = loss + ce_weight * F.cross_entropy(logits.float(), target.long())
+        loss = loss + ce_weight * cross_entropy(logits.float(), target.long())
     return loss
