@@ -84,3 +84,40 @@ def test_cuda_equals_cpu() -> None:
     gpu_f, gpu_l = BatchAugment()(frames.cuda(), labels.cuda(), SEEDS)
     assert (gpu_f.cpu() != cpu_f).float().mean() < 1e-3
     assert (gpu_l.cpu() != cpu_l).float().mean() < 1e-3
+
+
+def test_zoom_and_gamma_are_opt_in_and_do_what_they_say() -> None:
+    from ssnet.data.augment import batch_augment_from_config
+
+    frames, labels = _clips(b=2, h=32, w=32)
+    # off by default: the reference draws and outputs are unchanged
+    p = BatchAugment().params(SEEDS[:2], 32, 32)
+    assert p.zoom is None and p.gamma is None
+    # extra draws come after the reference ones: the shared parameters do not move
+    q = BatchAugment(scale=(0.8, 1.25), gamma=(0.7, 1.4)).params(SEEDS[:2], 32, 32)
+    assert torch.equal(p.angle, q.angle) and torch.equal(p.noise, q.noise) and torch.equal(p.hflip, q.hflip)
+    assert ((q.zoom >= 0.8) & (q.zoom <= 1.25)).all() and ((q.gamma >= 0.7) & (q.gamma <= 1.4)).all()
+    # a fixed zoom of 2 (no rotation, no elastic, flips cannot change a centred square) doubles a square's side
+    square = torch.zeros(1, 32, 32, dtype=torch.long)
+    square[:, 12:20, 12:20] = 1
+    still = BatchAugment(rotation=0.0, elastic_alpha=0.0, scale=(2.0, 2.0))
+    _, zoomed = still(torch.zeros(1, 1, 1, 32, 32), square, [3])
+    assert zoomed.sum().item() == 16 * 16
+    # gamma acts on the [0, 1] intensities: 0.25 with gamma 2 becomes 0.0625; the mask is untouched
+    gam = BatchAugment(rotation=0.0, elastic_alpha=0.0, gamma=(2.0, 2.0))
+    mid = torch.full((1, 1, 1, 32, 32), (0.25 - 0.459) / 0.223)
+    out_f, out_l = gam(mid, square, [3])
+    torch.testing.assert_close(out_f * 0.223 + 0.459, torch.full_like(out_f, 0.0625), atol=1e-5, rtol=0)
+    assert torch.equal(out_l, square)
+    # a pure function of the seeds
+    aug = BatchAugment(scale=(0.8, 1.25), gamma=(0.7, 1.4))
+    a, b = aug(frames, labels, SEEDS[:2]), aug(frames, labels, SEEDS[:2])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # from the data config; bad ranges are named
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"augment": True, "augment_scale": [0.9, 1.1], "augment_gamma": None})
+    assert batch_augment_from_config(cfg).scale == (0.9, 1.1) and batch_augment_from_config(cfg).gamma is None
+    assert batch_augment_from_config(OmegaConf.create({"augment": False})) is None
+    with pytest.raises(ValueError, match="augment scale"):
+        BatchAugment(scale=(1.2, 0.8))

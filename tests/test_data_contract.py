@@ -110,6 +110,27 @@ def test_dataset_shapes_normalisation_and_augmentation(tiny_split_dataset: Path)
     assert clip.max().item() == pytest.approx((1 - 0.459) / 0.223, abs=1e-5)
 
 
+def test_percentile_intensity_is_robust_to_a_bright_pixel() -> None:
+    from ssnet.data.dataset import scale_intensity
+
+    rng = np.random.default_rng(0)
+    clip = rng.uniform(0, 100, (4, 32, 32)).astype(np.float32)
+    clip[0, 0, 0] = 5000.0  # one bright outlier (fat, a flow artefact)
+    minmax = scale_intensity(clip, "minmax")
+    robust = scale_intensity(clip, "percentile", (0.5, 99.5))
+    assert minmax.min() == 0 and minmax.max() == 1 and robust.min() == 0 and robust.max() == 1
+    # min-max squeezes the tissue into the bottom 2 %; the percentile scaling keeps its full range
+    assert np.median(minmax) < 0.02 and 0.4 < np.median(robust) < 0.6
+    assert np.array_equal(scale_intensity(np.full((2, 4, 4), 7.0), "percentile"), np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="data.intensity"):
+        scale_intensity(clip, "zscore")
+    # the config key reaches preprocessing
+    raw = clip.copy()
+    out, _ = preprocess(raw, None, ClipConfig(frames=4, size=32, intensity="percentile"))
+    assert out.max().item() == pytest.approx((1 - 0.459) / 0.223, abs=1e-5)
+    assert out.median().item() > preprocess(raw, None, ClipConfig(frames=4, size=32))[0].median().item() + 1.0
+
+
 def test_dataset_rejects_too_few_frames(tiny_split_dataset: Path) -> None:
     with pytest.raises(SsnetError, match=r"cines/.*10 frames requested but the cine has only 6"):
         CineDataset(tiny_split_dataset, "train", ClipConfig(frames=10, size=32))

@@ -237,6 +237,18 @@ def test_refiner_follows_eq_4_5() -> None:
         torch.testing.assert_close(e[:, i : i + 1], F.max_pool2d(p, 7, 1, 3) * f_l)  # Eq. 5
 
 
+def test_zero_refiner_init_starts_as_the_coarse_map_and_learns() -> None:
+    torch.manual_seed(0)
+    model = build_ssnet(frames=3, refiner_init="zero", **SMALL)
+    out = model(clip(2, 3, 32))
+    assert torch.equal(out.aux["refinement"], torch.zeros_like(out.aux["refinement"]))
+    torch.testing.assert_close(out.logits, out.aux["coarse_logits"].float())
+    model.loss(out, torch.randint(0, 4, (2, 32, 32))).backward()
+    assert model.refiner.conv_out.weight.grad.abs().sum() > 0  # the residual is learnt from the first step
+    with pytest.raises(ValueError, match="refiner_init"):
+        build_ssnet(frames=3, refiner_init="ones", **SMALL)
+
+
 def test_paired_head() -> None:
     torch.manual_seed(0)
     model = build_ssnet(frames=3, refine_head="paired", **SMALL)

@@ -49,6 +49,8 @@ def test_grid_parsing() -> None:
 
     assert parse_grid(None) == [[]]
     assert parse_grid(["train.lr=1e-4,1e-3", "seed=0"]) == [["train.lr=1e-4", "seed=0"], ["train.lr=1e-3", "seed=0"]]
+    # commas inside brackets belong to a list value
+    assert parse_grid(["data.augment_scale=null,[0.8,1.25]"]) == [["data.augment_scale=null"], ["data.augment_scale=[0.8,1.25]"]]
     with pytest.raises(Exception, match="KEY=V1"):
         parse_grid(["train.lr"])
 

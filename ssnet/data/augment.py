@@ -17,6 +17,12 @@ one geometry shared by every frame and the mask) for a whole batch at once:
   one would move a fraction of the pixels by one and change the distribution of the augmented data.
   The mask rides along as an extra channel (nearest sampling keeps its integer values).
 
+Two opt-in additions for small real cohorts (off by default, so the default draws and outputs are unchanged):
+``scale`` (a zoom factor drawn log-uniformly per sample, folded into the rotation's matrix: still one
+nearest resampling) and ``gamma`` (an intensity gamma drawn log-uniformly per sample, applied to the
+[0, 1] intensities before the geometry, so the fill value stays mid-grey). Their parameters are drawn
+from the same per-sample generator after the reference ones.
+
 ``tests/test_augment.py`` checks it against the per-sample torchvision reference
 (:class:`ssnet.data.dataset.Augment`) given the same seeds.
 """
@@ -38,15 +44,31 @@ class AugmentParams:
     vflip: torch.Tensor  # (B,) bool
     angle: torch.Tensor  # (B,) float64, degrees, as torchvision's ``RandomRotation`` draws it
     noise: torch.Tensor  # (B, 2, H, W) float32: the unblurred U(-1, 1) fields of dx and dy
+    zoom: torch.Tensor | None = None  # (B,) float64 zoom factors (> 1 enlarges), when ``scale`` is set
+    gamma: torch.Tensor | None = None  # (B,) float64 intensity gammas, when ``gamma`` is set
 
 
 @dataclass(frozen=True)
 class BatchAugment:
-    """Joint flips, rotation ±``rotation``° and elastic deformation (``alpha``, ``sigma``), fill 0."""
+    """Joint flips, rotation ±``rotation``° and elastic deformation (``alpha``, ``sigma``), fill 0.
+
+    Opt-in: ``scale`` = (lo, hi) zoom range, ``gamma`` = (lo, hi) intensity-gamma range (both drawn
+    log-uniformly); ``norm_mean``/``norm_std`` map the normalised frames back to [0, 1] for the gamma.
+    """
 
     rotation: float = 180.0
     elastic_alpha: float = 33.0
     elastic_sigma: float = 5.0
+    scale: tuple[float, float] | None = None
+    gamma: tuple[float, float] | None = None
+    norm_mean: float = 0.459
+    norm_std: float = 0.223
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "gamma"):
+            rng = getattr(self, name)
+            if rng is not None and not (len(rng) == 2 and 0 < float(rng[0]) <= float(rng[1])):
+                raise ValueError(f"augment {name} must be a range [lo, hi] with 0 < lo <= hi, got {list(rng)}")
 
     def params(self, seeds: Sequence[int] | torch.Tensor, height: int, width: int, pin: bool = False) -> AugmentParams:
         """Draw every sample's parameters from its own seed (CPU generator: identical on every device).
@@ -55,7 +77,7 @@ class BatchAugment:
         """
         seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]  # keep them on the host
         g = torch.Generator()
-        hflip, vflip, angle = [], [], []
+        hflip, vflip, angle, zoom, gamma = [], [], [], [], []
         noise = torch.empty(len(seeds), 2, height, width, pin_memory=pin)
         for b, seed in enumerate(seeds):
             g.manual_seed(seed)
@@ -64,7 +86,13 @@ class BatchAugment:
             angle.append(torch.empty(1).uniform_(-self.rotation, self.rotation, generator=g).item())
             noise[b, 0] = torch.rand(1, 1, height, width, generator=g)[0, 0] * 2 - 1
             noise[b, 1] = torch.rand(1, 1, height, width, generator=g)[0, 0] * 2 - 1
-        return AugmentParams(torch.tensor(hflip), torch.tensor(vflip), torch.tensor(angle, dtype=torch.float64), noise)
+            if self.scale is not None:
+                zoom.append(_log_uniform(self.scale, g))
+            if self.gamma is not None:
+                gamma.append(_log_uniform(self.gamma, g))
+        as64 = lambda v: torch.tensor(v, dtype=torch.float64) if v else None  # noqa: E731
+        return AugmentParams(torch.tensor(hflip), torch.tensor(vflip), torch.tensor(angle, dtype=torch.float64), noise,
+                             as64(zoom), as64(gamma))
 
     def __call__(
         self, frames: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int] | torch.Tensor
@@ -79,12 +107,17 @@ class BatchAugment:
     def apply(self, frames: torch.Tensor, labels: torch.Tensor, p: AugmentParams) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, c, h, w = frames.shape
         dev = frames.device
-        x = torch.cat([frames.reshape(b, t * c, h, w).float(), labels.reshape(b, 1, h, w).float()], 1)
+        frames = frames.reshape(b, t * c, h, w).float()
+        if p.gamma is not None:
+            g = p.gamma.to(dev, torch.float32, non_blocking=True).view(b, 1, 1, 1)
+            unit = (frames * self.norm_std + self.norm_mean).clamp(0.0, 1.0)
+            frames = (unit.pow(g) - self.norm_mean) / self.norm_std
+        x = torch.cat([frames, labels.reshape(b, 1, h, w).float()], 1)
         hf = p.hflip.to(dev, non_blocking=True).view(b, 1, 1, 1)
         vf = p.vflip.to(dev, non_blocking=True).view(b, 1, 1, 1)
         x = torch.where(hf, x.flip(-1), x)
         x = torch.where(vf, x.flip(-2), x)
-        x = F.grid_sample(x, rotation_grid(p.angle, h, w, dev), mode="nearest",
+        x = F.grid_sample(x, rotation_grid(p.angle, h, w, dev, p.zoom), mode="nearest",
                           padding_mode="zeros", align_corners=False)
         x = F.grid_sample(x, self.elastic_grid(p.noise.to(dev, non_blocking=True), h, w), mode="nearest",
                           padding_mode="zeros", align_corners=False)
@@ -122,15 +155,36 @@ def gaussian_blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
-def rotation_grid(angles: torch.Tensor, h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def batch_augment_from_config(data_cfg) -> BatchAugment | None:
+    """The train-time augmentation a ``data`` config asks for (None when ``data.augment`` is false).
+
+    ``data.augment_scale`` / ``data.augment_gamma``: optional [lo, hi] ranges (null: off, the default).
+    """
+    if not bool(data_cfg.get("augment", False)):
+        return None
+    ranges = {k: data_cfg.get(f"augment_{k}") for k in ("scale", "gamma")}
+    return BatchAugment(**{k: (float(v[0]), float(v[1])) if v is not None else None for k, v in ranges.items()},
+                        norm_mean=float(data_cfg.get("norm_mean", 0.459)), norm_std=float(data_cfg.get("norm_std", 0.223)))
+
+
+def _log_uniform(bounds: tuple[float, float], g: torch.Generator) -> float:
+    """One draw, log-uniform in [lo, hi] (symmetric around 1 for ranges like (0.8, 1.25))."""
+    lo, hi = math.log(float(bounds[0])), math.log(float(bounds[1]))
+    return math.exp(torch.empty(1).uniform_(lo, hi, generator=g).item())
+
+
+def rotation_grid(angles: torch.Tensor, h: int, w: int, device: torch.device | str = "cpu",
+                  zooms: torch.Tensor | None = None) -> torch.Tensor:
     """Sampling grids (B, H, W, 2) on ``device`` of rotations about the centre, with torchvision's ``rotate`` arithmetic.
 
+    ``zooms`` (B,), optional: each grid also scales the image by its factor about the centre (> 1 enlarges).
     Only the (B, 2, 3) matrices are made on the host; the grid itself is computed on the device.
     """
     rows = []
-    for angle in angles.tolist():
+    zoom_list = zooms.tolist() if zooms is not None else [1.0] * len(angles)
+    for angle, zoom in zip(angles.tolist(), zoom_list):
         rot = math.radians(-(angle % 360))  # torchvision: inverse matrix of the rotation by -angle
-        cos, sin = math.cos(rot), math.sin(rot)
+        cos, sin = math.cos(rot) / zoom, math.sin(rot) / zoom  # sampling at 1/zoom of the distance enlarges
         rows.append([cos, -(-sin), 0.0, -sin, cos, 0.0])
     theta = torch.tensor(rows, dtype=torch.float32).reshape(-1, 2, 3)
     scale = torch.tensor([0.5 * w, 0.5 * h])

@@ -1,6 +1,7 @@
 """The training dataset: contract + split → preprocessed clips kept in memory.
 
-Per scan (reference §2): select ``T`` evenly spaced frames, scale to [0, 1], resample to the
+Per scan (reference §2): select ``T`` evenly spaced frames, scale to [0, 1] (min–max, or
+between two percentiles with ``intensity=percentile``), resample to the
 isotropic ``spacing_mm`` when set (linear for images, nearest for labels), bring onto the
 ``size``×``size`` grid (centre crop/pad, or resize as in the authors' code), normalise with
 the code's net affine map ``(x − 0.459) / 0.223``. The whole preprocessed cohort is kept in
@@ -41,6 +42,28 @@ class ClipConfig:
     norm_mean: float = 0.459
     norm_std: float = 0.223
     spacing_mm: float | None = None  # isotropic in-plane resampling before the crop (None: native pixels)
+    intensity: str = "minmax"  # minmax (the code) | percentile (clip to ``percentiles`` of the clip first)
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+
+INTENSITY_MODES = ("minmax", "percentile")
+
+
+def scale_intensity(clip: np.ndarray, mode: str = "minmax", percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Scale a clip to [0, 1]: by its min and max (the authors' code), or by two of its percentiles with the
+    values beyond them clipped (robust to a few bright pixels: fat, flow artefacts; nnU-Net's rule for CT).
+    A constant clip becomes zeros."""
+    if mode == "minmax":
+        lo, hi = float(clip.min()), float(clip.max())
+    elif mode == "percentile":
+        lo, hi = (float(v) for v in np.percentile(clip, percentiles))
+        clip = np.clip(clip, lo, hi)
+    else:
+        raise ValueError(f"unknown data.intensity {mode!r}; available: {', '.join(INTENSITY_MODES)}")
+    if not hi > lo:
+        return np.zeros_like(clip)
+    out = (clip - lo) / (hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out) if mode == "percentile" else out  # no float32 overshoot past 1
 
 
 def frame_indices(source_frames: int, frames: int) -> np.ndarray:
@@ -71,8 +94,7 @@ def preprocess(
         raise input_error(scan.cine if scan else None, str(exc)) from None
     geo = geometry or scan_geometry(cine.shape[1:], cfg, scan)
     clip = cine[idx].astype(np.float32)
-    lo, hi = float(clip.min()), float(clip.max())
-    clip = (clip - lo) / (hi - lo) if hi > lo else np.zeros_like(clip)
+    clip = scale_intensity(clip, cfg.intensity, cfg.percentiles)
     clip = (geo.image_forward(clip) - cfg.norm_mean) / cfg.norm_std
     frames = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)).unsqueeze(1)
     if label is None:
@@ -131,7 +153,7 @@ scan ``i`` that lie outside the model's field of view (they can only be missed; 
         data_dir: str | Path,
         part: str | None,
         cfg: ClipConfig = ClipConfig(),
-        augment: bool = False,
+        augment: bool | BatchAugment = False,
         max_scans: int | None = None,
         require_labels: bool = True,
     ) -> None:
@@ -154,18 +176,18 @@ scan ``i`` that lie outside the model's field of view (they can only be missed; 
             self.outside_fov.append(outside_fov_counts(label, geo))
         self.frames = torch.stack(clips)  # (N, T, 1, S, S)
         self.labels = None if any(lab is None for lab in labels) else torch.stack(labels)  # (N, S, S); None: unlabeled
-        self.augment = BatchAugment() if augment else None
+        self.augment = _as_augment(augment)
 
     @classmethod
     def from_tensors(cls, frames: torch.Tensor, labels: torch.Tensor, cfg: ClipConfig = ClipConfig(),
-                     augment: bool = False) -> "CineDataset":
+                     augment: bool | BatchAugment = False) -> "CineDataset":
         """A dataset over given preprocessed tensors (benchmarks, tests); scan ids ``synthetic_<i>``."""
         ds = cls.__new__(cls)
         ds.data_dir, ds.part, ds.cfg = Path("."), "synthetic", cfg
         ds.scans = [Scan(f"synthetic_{i}", f"synthetic_{i}", Path("."), Path("."), None) for i in range(len(frames))]
         ds.frames, ds.labels = frames, labels
         ds.geometries, ds.outside_fov = [], []
-        ds.augment = BatchAugment() if augment else None
+        ds.augment = _as_augment(augment)
         return ds
 
     def to(self, device: torch.device | str, frames_dtype: torch.dtype | None = None) -> "CineDataset":
@@ -195,6 +217,13 @@ scan ``i`` that lie outside the model's field of view (they can only be missed; 
         if seeded:  # a list, not a tensor: stays on the host when the batch moves (drawing needs no device sync)
             batch["aug_seed"] = [int(it[1]) for it in items]
         return batch
+
+
+def _as_augment(augment: bool | BatchAugment) -> BatchAugment | None:
+    """``True``: the default augmentation; a :class:`BatchAugment`: that one; ``False``: none."""
+    if isinstance(augment, BatchAugment):
+        return augment
+    return BatchAugment() if augment else None
 
 
 def collate_batch(batch: dict) -> dict:

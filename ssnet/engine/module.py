@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig
 
-from ssnet.data.augment import BatchAugment
+from ssnet.data.augment import batch_augment_from_config
 from ssnet.data.dataset import augment_batch
 from ssnet.errors import SsnetError
 from ssnet.models.base import SegOutput, as_output
@@ -34,7 +34,7 @@ class SegmentationModule(L.LightningModule):
         self.model = model
         self.train_cfg = cfg.train
         self.run_label = run_label
-        self.augment = BatchAugment() if bool(cfg.data.get("augment", False)) else None
+        self.augment = batch_augment_from_config(cfg.data)
         self.log_every = max(1, int(cfg.train.get("log_every", 50)))
         self._bad: torch.Tensor | None = None  # [first non-finite step (-1: none), its loss], on the device
 

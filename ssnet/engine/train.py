@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ssnet.data.contract import CLASS_NAMES, NUM_CLASSES, read_split, split_hash
+from ssnet.data.augment import batch_augment_from_config
 from ssnet.data.dataset import CineDataset, ClipConfig, collate_batch
 from ssnet.data.sampling import StepBatchSampler
 from ssnet.engine.config import build_model, compose, config_hash, model_kwargs
@@ -41,7 +42,8 @@ def clip_config(cfg: DictConfig) -> ClipConfig:
     d = cfg.data
     spacing_mm = d.get("spacing_mm")
     return ClipConfig(int(d.frames), int(d.size), str(d.spatial), float(d.norm_mean), float(d.norm_std),
-                      None if spacing_mm is None else float(spacing_mm))
+                      None if spacing_mm is None else float(spacing_mm), str(d.get("intensity", "minmax")),
+                      tuple(float(v) for v in d.get("percentiles", (0.5, 99.5))))
 
 
 def ensure_split(cfg: DictConfig) -> str:
@@ -174,7 +176,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
 
         ccfg = clip_config(cfg)
         max_scans = cfg.data.get("max_scans")
-        train_ds = CineDataset(cfg.data.dir, "train", ccfg, augment=bool(cfg.data.augment), max_scans=max_scans)
+        augment = batch_augment_from_config(cfg.data) or False
+        train_ds = CineDataset(cfg.data.dir, "train", ccfg, augment=augment, max_scans=max_scans)
         val_ds = CineDataset(cfg.data.dir, "val", ccfg, max_scans=max_scans)
         t = cfg.train
         accumulate = int(t.accumulate_grad_batches)

@@ -7,6 +7,7 @@ the quick profile). The test split is never read here: each run's validation pre
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from pathlib import Path
 
@@ -17,11 +18,14 @@ from ssnet.io import atomic_write_text
 
 
 def parse_grid(items: list[str] | None) -> list[list[str]]:
-    """``["train.lr=1e-4,1e-3", ...]`` → every combination as a list of overrides ([[]] without a grid)."""
+    """``["train.lr=1e-4,1e-3", ...]`` → every combination as a list of overrides ([[]] without a grid).
+
+    Commas inside brackets belong to a list value: ``data.augment_scale=null,[0.8,1.25]`` has two values.
+    """
     axes = []
     for item in items or []:
         key, sep, values = item.partition("=")
-        vals = [v.strip() for v in values.split(",") if v.strip()]
+        vals = [v.strip() for v in re.split(r",(?![^\[\]]*\])", values) if v.strip()]
         if not sep or not key.strip() or not vals:
             raise SsnetError(f"--grid {item!r}: expected KEY=V1,V2,...")
         axes.append([f"{key.strip()}={v}" for v in vals])

@@ -73,6 +73,8 @@ class SSNet(nn.Module):
         temporal: ``conv1d`` (the code) or ``conv3d`` (same maths).
         temporal_init: ``default`` (PyTorch's, as the code) or ``positive`` (non-negative pooling at
             initialisation, so no stage's query starts dead; see ssnet/models/ssnet_temporal.py).
+        refiner_init: ``default`` (PyTorch's, as the code) or ``zero`` (the refiner's last convolution
+            starts at zero: Ŷ = softmax(M) at the first step; see ssnet/models/ssnet_refinement.py).
 
     ``model(frames)`` returns a :class:`SegOutput`; ``model.loss`` is Eq. 7.
     """
@@ -99,6 +101,7 @@ class SSNet(nn.Module):
         encoder_weights: str | None = None,
         temporal: str = "conv1d",
         temporal_init: str = "default",
+        refiner_init: str = "default",
     ):
         super().__init__()
         if img_size % 32:
@@ -166,7 +169,8 @@ class SSNet(nn.Module):
         head_out = 2 * num_classes if self.paired else num_classes
         self.head = nn.Conv2d(DECODER_CHANNELS[-1], head_out, kernel_size=3, padding=1)
         self.refiner = (
-            UncertaintyRefiner(widths[0], out_per_class=2 if self.paired else 1) if refinement else None
+            UncertaintyRefiner(widths[0], out_per_class=2 if self.paired else 1, init=refiner_init)
+            if refinement else None
         )
 
     # ------------------------------------------------------------------ forward

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 REFINE_HEADS = ("k_logits", "paired")
+REFINER_INITS = ("default", "zero")
 
 
 def uncertainty_map(probs: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -48,15 +49,24 @@ class UncertaintyRefiner(nn.Module):
         out_per_class: 1 (``k_logits``) or 2 (``paired``: a background/foreground pair).
         hidden: width of f_l.
         pool: window of the avg/max pools (stride 1, same padding).
+        init: ``default`` (PyTorch's initialisation, as the code) or ``zero`` (f_l's last convolution
+            starts at zero, so E = 0 and Ŷ = softmax(M) at the first step; the refinement is then learnt
+            as a residual instead of starting as random noise on the logits).
     """
 
-    def __init__(self, feat_channels: int = 64, out_per_class: int = 1, hidden: int = 32, pool: int = 7):
+    def __init__(self, feat_channels: int = 64, out_per_class: int = 1, hidden: int = 32, pool: int = 7,
+                 init: str = "default"):
         super().__init__()
+        if init not in REFINER_INITS:
+            raise ValueError(f"unknown refiner_init {init!r}; available: {', '.join(REFINER_INITS)}")
         self.pool = pool
         self.out_per_class = out_per_class
         self.conv_in = nn.Conv2d(2 * feat_channels, hidden, 3, padding=1)
         self.res = ResBlock(hidden)
         self.conv_out = nn.Conv2d(hidden, out_per_class, 3, padding=1)
+        if init == "zero":
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
 
     def _box_mean(self, x: torch.Tensor) -> torch.Tensor:
         """AvgPool(pool × pool, stride 1, zero padding counted), computed separably (same values)."""
