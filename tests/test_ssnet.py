@@ -249,6 +249,20 @@ def test_zero_refiner_init_starts_as_the_coarse_map_and_learns() -> None:
         build_ssnet(frames=3, refiner_init="ones", **SMALL)
 
 
+def test_detach_uncertainty_changes_gradients_not_outputs() -> None:
+    target = torch.randint(0, 4, (2, 32, 32))
+    grads, outs = [], []
+    for detach in (False, True):
+        torch.manual_seed(0)
+        model = build_ssnet(frames=3, detach_uncertainty=detach, **SMALL)
+        out = model(clip(2, 3, 32))
+        model.loss(out, target).backward()
+        outs.append(out.logits.detach())
+        grads.append(model.head.weight.grad.clone())
+    torch.testing.assert_close(outs[0], outs[1])  # same forward pass
+    assert not torch.allclose(grads[0], grads[1])  # the path through U carried gradient into M's head
+
+
 def test_paired_head() -> None:
     torch.manual_seed(0)
     model = build_ssnet(frames=3, refine_head="paired", **SMALL)

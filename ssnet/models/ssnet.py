@@ -75,6 +75,8 @@ class SSNet(nn.Module):
             initialisation, so no stage's query starts dead; see ssnet/models/ssnet_temporal.py).
         refiner_init: ``default`` (PyTorch's, as the code) or ``zero`` (the refiner's last convolution
             starts at zero: Ŷ = softmax(M) at the first step; see ssnet/models/ssnet_refinement.py).
+        detach_uncertainty: stop the gradient through U in Eq. 6 (M + U·E): the refinement then cannot
+            change M through its uncertainty weight (a diagnosis option; the paper does not detach).
 
     ``model(frames)`` returns a :class:`SegOutput`; ``model.loss`` is Eq. 7.
     """
@@ -102,6 +104,7 @@ class SSNet(nn.Module):
         temporal: str = "conv1d",
         temporal_init: str = "default",
         refiner_init: str = "default",
+        detach_uncertainty: bool = False,
     ):
         super().__init__()
         if img_size % 32:
@@ -137,6 +140,7 @@ class SSNet(nn.Module):
         self.reproduce_motion_defect = reproduce_motion_defect
         self.use_conf_loss = refinement or conf_loss_without_refiner
         self.alpha = alpha
+        self.detach_uncertainty = detach_uncertainty
         widths = BACKBONES[backbone]
         self.widths = widths
 
@@ -246,9 +250,10 @@ class SSNet(nn.Module):
         refine = self.refiner(probs, low).float()  # (B, K, out, H, W)
         if not self.paired:
             refine = refine[:, :, 0]
-            logits = coarse.float() + unc * refine
+            logits = coarse.float() + (unc.detach() if self.detach_uncertainty else unc) * refine
         else:
-            final = (pairs + unc[:, :, None] * refine).softmax(dim=2)[:, :, 1]
+            weight = unc.detach() if self.detach_uncertainty else unc
+            final = (pairs + weight[:, :, None] * refine).softmax(dim=2)[:, :, 1]
             logits = _logit(final)
         aux["refinement"] = refine
         return SegOutput(logits, aux)
