@@ -237,6 +237,27 @@ def test_refiner_follows_eq_4_5() -> None:
         torch.testing.assert_close(e[:, i : i + 1], F.max_pool2d(p, 7, 1, 3) * f_l)  # Eq. 5
 
 
+def test_refiner_bound_and_gate_options() -> None:
+    from ssnet.models.ssnet_refinement import UncertaintyRefiner
+
+    probs = torch.randn(2, 3, 16, 16).softmax(1)
+    feat = 50 * torch.randn(2, 6, 16, 16)  # large features: an unbounded f_l gives large E
+    refs = {}
+    for bound, gate in (("none", "maxpool"), ("tanh", "maxpool"), ("none", "none")):
+        torch.manual_seed(0)
+        refs[bound, gate] = UncertaintyRefiner(feat_channels=6, bound=bound, gate=gate)(probs, feat)[:, :, 0]
+    gate = F.max_pool2d(probs, 7, 1, 3)
+    plain = refs["none", "maxpool"]
+    assert plain.abs().max() > 1  # the paper's E is unbounded
+    torch.testing.assert_close(refs["tanh", "maxpool"], gate * torch.tanh(plain / gate))  # same f_l, squashed
+    assert (refs["tanh", "maxpool"].abs() <= gate).all()
+    torch.testing.assert_close(refs["none", "none"] * gate, plain)  # same f_l without the MaxPool factor
+    with pytest.raises(ValueError, match="refiner_bound"):
+        build_ssnet(frames=3, refiner_bound="clip", **SMALL)
+    with pytest.raises(ValueError, match="refiner_gate"):
+        build_ssnet(frames=3, refiner_gate="avg", **SMALL)
+
+
 def test_zero_refiner_init_starts_as_the_coarse_map_and_learns() -> None:
     torch.manual_seed(0)
     model = build_ssnet(frames=3, refiner_init="zero", **SMALL)

@@ -75,6 +75,8 @@ class SSNet(nn.Module):
             initialisation, so no stage's query starts dead; see ssnet/models/ssnet_temporal.py).
         refiner_init: ``default`` (PyTorch's, as the code) or ``zero`` (the refiner's last convolution
             starts at zero: Ŷ = softmax(M) at the first step; see ssnet/models/ssnet_refinement.py).
+        refiner_bound: ``none`` (paper) | ``tanh`` (f_l's similarity squashed to (−1, 1): |U·E| ≤ 1).
+        refiner_gate: ``maxpool`` (Eq. 5) | ``none`` (E_i = f_l without the MaxPool₇(p_i) factor).
         detach_uncertainty: stop the gradient through U in Eq. 6 (M + U·E): the refinement then cannot
             change M through its uncertainty weight (a diagnosis option; the paper does not detach).
 
@@ -104,6 +106,8 @@ class SSNet(nn.Module):
         temporal: str = "conv1d",
         temporal_init: str = "default",
         refiner_init: str = "default",
+        refiner_bound: str = "none",
+        refiner_gate: str = "maxpool",
         detach_uncertainty: bool = False,
     ):
         super().__init__()
@@ -173,7 +177,8 @@ class SSNet(nn.Module):
         head_out = 2 * num_classes if self.paired else num_classes
         self.head = nn.Conv2d(DECODER_CHANNELS[-1], head_out, kernel_size=3, padding=1)
         self.refiner = (
-            UncertaintyRefiner(widths[0], out_per_class=2 if self.paired else 1, init=refiner_init)
+            UncertaintyRefiner(widths[0], out_per_class=2 if self.paired else 1, init=refiner_init,
+                               bound=refiner_bound, gate=refiner_gate)
             if refinement else None
         )
 

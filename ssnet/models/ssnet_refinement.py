@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 REFINE_HEADS = ("k_logits", "paired")
 REFINER_INITS = ("default", "zero")
+REFINER_BOUNDS = ("none", "tanh")
+REFINER_GATES = ("maxpool", "none")
 
 
 def uncertainty_map(probs: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -52,13 +54,22 @@ class UncertaintyRefiner(nn.Module):
         init: ``default`` (PyTorch's initialisation, as the code) or ``zero`` (f_l's last convolution
             starts at zero, so E = 0 and Ŷ = softmax(M) at the first step; the refinement is then learnt
             as a residual instead of starting as random noise on the logits).
+        bound: ``none`` (the paper: f_l's output is unbounded) or ``tanh`` (the similarity f_l is squashed
+            to (−1, 1), so |E_i| ≤ MaxPool₇(p_i) and U·E can move a logit by at most 1).
+        gate: ``maxpool`` (Eq. 5: E_i = MaxPool₇(p_i)·f_l) or ``none`` (E_i = f_l: a similarity common to
+            every class then cancels in the softmax instead of favouring the locally dominant class).
     """
 
     def __init__(self, feat_channels: int = 64, out_per_class: int = 1, hidden: int = 32, pool: int = 7,
-                 init: str = "default"):
+                 init: str = "default", bound: str = "none", gate: str = "maxpool"):
         super().__init__()
         if init not in REFINER_INITS:
             raise ValueError(f"unknown refiner_init {init!r}; available: {', '.join(REFINER_INITS)}")
+        if bound not in REFINER_BOUNDS:
+            raise ValueError(f"unknown refiner_bound {bound!r}; available: {', '.join(REFINER_BOUNDS)}")
+        if gate not in REFINER_GATES:
+            raise ValueError(f"unknown refiner_gate {gate!r}; available: {', '.join(REFINER_GATES)}")
+        self.bound, self.gate = bound, gate
         self.pool = pool
         self.out_per_class = out_per_class
         self.conv_in = nn.Conv2d(2 * feat_channels, hidden, 3, padding=1)
@@ -86,6 +97,10 @@ class UncertaintyRefiner(nn.Module):
         ref = num / den
         x = torch.cat([feat[:, None].expand(b, k, c, h, w), ref], dim=2).reshape(b * k, 2 * c, h, w)
         sim = self.conv_out(F.relu(self.res(self.conv_in(x)))).reshape(b, k, self.out_per_class, h, w)
+        if self.bound == "tanh":
+            sim = torch.tanh(sim)
+        if self.gate == "none":
+            return sim
         gate = F.max_pool2d(probs, self.pool, stride=1, padding=pad)
         return gate[:, :, None] * sim
 
