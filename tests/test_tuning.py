@@ -43,3 +43,33 @@ def test_tune_quick_scores_the_validation_split_and_refuses_to_overwrite(tiny_sp
     assert tq.main(args + ["--append", "--report-test"]) == 0  # finished runs are reused, rows added
     table = pd.read_csv(out)
     assert len(table) == 4 and table["test_mvo_dice"].notna().sum() == 2
+
+
+def test_refiner_diagnosis_observes_without_touching_the_gradients() -> None:
+    import torch
+
+    from ssnet import registry
+
+    diag = load_benchmark("diagnose_refiner")
+    torch.manual_seed(0)
+    model = registry.build("ssnet", frames=3, num_classes=4, backbone="resnet18", img_size=32)
+    target = torch.zeros(2, 32, 32, dtype=torch.long)
+    target[:, 8:24, 8:24], target[:, 12:20, 12:20], target[:, 14:18, 14:18] = 1, 2, 3
+    out = model(torch.randn(2, 3, 1, 32, 32))
+    loss = model.loss(out, target)
+    row = diag.refiner_stats(out, target, loss)
+    assert all(p.grad is None for p in model.parameters())  # observing leaves the parameters' gradients alone
+    assert row["mvo_px"] == 2 * 16 and {"E0_at_mvo", "E3_at_mvo", "U_at_mvo", "grad_coarse_mvo", "E_abs"} <= set(row)
+    assert all(0 <= row[f"p{c}_at_{c}"] <= 1 for c in range(4))
+    loss.backward()  # the graph is still there for the real step
+    assert model.head.weight.grad is not None
+
+
+def test_refiner_diagnosis_records_a_training_run(tiny_split_dataset: Path, tmp_path: Path) -> None:
+    diag = load_benchmark("diagnose_refiner")
+    out = tmp_path / "steps.csv"
+    assert diag.main(["--out", str(out), "--every", "1", "model=unet", "profile=smoke", f"data.dir={tiny_split_dataset}",
+                      f"run_root={tmp_path / 'runs'}", "train.max_steps=2", "data.size=48", "data.frames=4",
+                      "data.spacing_mm=null"]) == 0
+    steps = pd.read_csv(out)
+    assert list(steps["step"]) == [0, 1] and "E_abs" not in steps  # UNet has no refinement: M columns only
