@@ -209,3 +209,15 @@ def test_gzipped_csv_is_reproducible_and_round_trips(tmp_path: Path) -> None:
     atomic_write_csv(df, tmp_path / "x.csv.gz")
     assert (tmp_path / "x.csv.gz").read_bytes() == first and first[:2] == b"\x1f\x8b"
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "x.csv.gz"), df)
+
+
+def test_provenance_records_what_cpu_results_depend_on() -> None:
+    import torch
+
+    from ssnet.engine import provenance
+
+    info = provenance.provenance()
+    assert info["torch_version"] == torch.__version__
+    assert info["torch_threads"] == torch.get_num_threads() >= 1
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["cpu_model"] is None or (isinstance(info["cpu_model"], str) and info["cpu_model"])

@@ -21,6 +21,7 @@ paths at either end); otherwise it retrains and says why in one line (:func:`sta
 from __future__ import annotations
 
 import hashlib
+import platform
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -61,10 +62,31 @@ def _git_state() -> tuple[str | None, bool | None]:
     return commit.strip(), (bool(status.strip()) if status is not None else None)
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere), or None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def machine() -> dict[str, Any]:
+    """What a CPU run's floating-point results depend on besides the code: torch version, the CPU's vector
+    capability (the kernels torch picks: e.g. AVX2 vs AVX512 sum in another order) and torch's thread count.
+    Bit-identical reruns need all three equal (measured: 1 vs 2 threads, or another CPU, give other weights)."""
+    import torch
+
+    return {"torch_version": torch.__version__, "cpu_model": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads()}
+
+
 def provenance() -> dict[str, Any]:
-    """``{"git_commit", "git_dirty", "code_hash"}`` of the code running now."""
+    """``{"git_commit", "git_dirty", "code_hash"}`` of the code running now, plus :func:`machine`."""
     commit, dirty = _git_state()
-    return {"git_commit": commit, "git_dirty": dirty, "code_hash": code_hash()}
+    return {"git_commit": commit, "git_dirty": dirty, "code_hash": code_hash(), **machine()}
 
 
 def changed_files(commit: str) -> list[str]:
