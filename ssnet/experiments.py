@@ -24,7 +24,6 @@ from ssnet import registry
 from ssnet.engine.config import CONFIG_DIR, compose, config_hash
 from ssnet.engine.runs import is_done, read_run
 from ssnet.errors import SsnetError
-from ssnet.io import atomic_write_csv
 
 # Table 1 order of the paper; registered models not listed here follow, alphabetically, before SSNet.
 PAPER_ORDER = ["unet", "unetpp", "transunet", "swinunetr", "afb_urr", "dpstt", "pns_plus", "vivim"]
@@ -267,18 +266,9 @@ def efficiency_columns(info: dict) -> dict[str, str]:
             "ms_per_clip": num("ms_per_clip", ".1f")}
 
 
-def rows_frame(rows: list) -> pd.DataFrame:
-    """The table rows (method, label, extra columns) as written to ``<kind>_rows.csv``."""
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r.columns if k not in keys]
-    return pd.DataFrame([{"method": r.method, "label": r.label, **{k: r.columns.get(k, "") for k in keys}} for r in rows],
-                        columns=["method", "label", *keys])
-
-
 def write_tables(kind: str, jobs: list[Job], runs: dict[tuple[str, int], Path], out_dir: Path, with_paper: bool) -> dict[str, Path]:
     """Per-case CSV, summary, rows, statistics and the table from finished run folders."""
-    from ssnet.evaluation import stats, tables
+    from ssnet.evaluation import tables
     from ssnet.evaluation.score import read_per_case
 
     frames, efficiency = [], {}
@@ -286,25 +276,13 @@ def write_tables(kind: str, jobs: list[Job], runs: dict[tuple[str, int], Path], 
         frames.append(read_per_case(run_dir / "per_case.csv"))
         efficiency.setdefault(method, read_run(run_dir))
     per_case = pd.concat(frames, ignore_index=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {"per_case": out_dir / f"{kind}_per_case.csv.gz", "summary": out_dir / f"{kind}_summary.csv",
-               "rows": out_dir / f"{kind}_rows.csv"}
-    atomic_write_csv(per_case, written["per_case"])
-    atomic_write_csv(stats.summarize(per_case), written["summary"])
     rows = []
     for job in jobs:
         cols = dict(job.columns)
         if kind == "table1":
             cols.update(efficiency_columns(efficiency.get(job.method, {})))
         rows.append(tables.TableRow(job.method, job.label, cols))
-    atomic_write_csv(rows_frame(rows), written["rows"])
-    ours = ours_of(kind, jobs)
-    written.update(tables.write_table(kind, per_case, rows, ours, out_dir, stem=kind, with_paper=with_paper))
-    if ours is not None and len(jobs) > 1:
-        written["stats"] = out_dir / f"{kind}_stats.csv"
-        both = [stats.paired_stats(per_case, ours, protocol=p) for p in ("paper", "strict")]
-        atomic_write_csv(pd.concat(both, ignore_index=True), written["stats"])
-    return written
+    return tables.write_bundle(kind, per_case, rows, ours_of(kind, jobs), out_dir, with_paper=with_paper)
 
 
 class RunsPending(SsnetError):

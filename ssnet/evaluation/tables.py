@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ssnet.errors import SsnetError, input_error
-from ssnet.io import atomic_write_text
+from ssnet.io import atomic_write_csv, atomic_write_text
 from ssnet.evaluation.stats import check_single_split, paired_stats, summarize
 
 KINDS: tuple[str, ...] = ("table1", "table2", "table3")
@@ -563,6 +563,36 @@ def rows_from_csv(path: str | Path) -> list[TableRow]:
     return [TableRow(r["method"], r.get("label") or r["method"], {c: r[c] for c in extra}) for _, r in df.iterrows()]
 
 
+def rows_frame(rows: Sequence[TableRow]) -> pd.DataFrame:
+    """The table rows (method, label, extra columns) as written to ``<kind>_rows.csv``."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r.columns if k not in keys]
+    return pd.DataFrame([{"method": r.method, "label": r.label, **{k: r.columns.get(k, "") for k in keys}} for r in rows],
+                        columns=["method", "label", *keys])
+
+
+def write_bundle(kind: str, per_case: pd.DataFrame, rows: Sequence[TableRow], ours: str | None, out_dir: str | Path,
+                 stem: str | None = None, with_paper: bool = False) -> dict[str, Path]:
+    """Everything ``reproduce`` commits for one table: the pooled per-case CSV (gzipped), the summary, the rows
+    CSV, the table (paper and strict protocols) and, when there is an ``ours`` row and another row, the paired
+    statistics of ``ours`` against every row. ``ssnet tables --bundle`` calls it on per-case CSVs merged from
+    several runs (e.g. seeds run on different days), ``reproduce`` on the runs it has just made."""
+    out_dir, stem = Path(out_dir), stem or kind
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"per_case": out_dir / f"{stem}_per_case.csv.gz", "summary": out_dir / f"{stem}_summary.csv",
+               "rows": out_dir / f"{stem}_rows.csv"}
+    atomic_write_csv(per_case, written["per_case"])
+    atomic_write_csv(summarize(per_case), written["summary"])
+    atomic_write_csv(rows_frame(rows), written["rows"])
+    written.update(write_table(kind, per_case, rows, ours, out_dir, stem=stem, with_paper=with_paper))
+    if ours is not None and len(rows) > 1:
+        written["stats"] = out_dir / f"{stem}_stats.csv"
+        both = [paired_stats(per_case, ours, protocol=p) for p in ("paper", "strict")]
+        atomic_write_csv(pd.concat(both, ignore_index=True), written["stats"])
+    return written
+
+
 def main(argv: list[str]) -> int:
     """``ssnet tables``: write a paper table (CSV, Markdown, LaTeX) from per-case CSVs."""
     from ssnet.evaluation.score import read_per_case
@@ -575,6 +605,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ours", default=None, help="method tested against every row (default: ssnet when present)")
     p.add_argument("--rows", default=None, help="CSV with columns method, label, extra columns (row order)")
     p.add_argument("--with-paper", action="store_true", help="add the paper's published numbers (private cohort)")
+    p.add_argument("--bundle", action="store_true",
+                   help="also write what reproduce writes beside the table: the pooled per-case CSV (.csv.gz), "
+                        "summary, rows CSV and paired statistics (e.g. to pool seeds from separate reproduce calls)")
     a = p.parse_args(argv)
     per_case = pd.concat([read_per_case(f) for f in a.per_case], ignore_index=True)
     dup = per_case.duplicated(["method", "seed", "protocol", "scan_id", "class_id", "metric"])
@@ -591,7 +624,10 @@ def main(argv: list[str]) -> int:
     ours = a.ours
     if ours is None and "ssnet" in {r.method for r in rows}:
         ours = "ssnet"
-    written = write_table(a.kind, per_case, rows, ours, a.out, a.stem or a.kind, with_paper=a.with_paper)
+    if a.bundle:
+        written = write_bundle(a.kind, per_case, rows, ours, a.out, a.stem, with_paper=a.with_paper)
+    else:
+        written = write_table(a.kind, per_case, rows, ours, a.out, a.stem or a.kind, with_paper=a.with_paper)
     for path in written.values():
         print(path)
     return 0
