@@ -221,3 +221,45 @@ def test_provenance_records_what_cpu_results_depend_on() -> None:
     assert info["torch_threads"] == torch.get_num_threads() >= 1
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert info["cpu_model"] is None or (isinstance(info["cpu_model"], str) and info["cpu_model"])
+
+
+def _two_seed_files(tmp_path: Path) -> tuple[Path, Path, pd.DataFrame]:
+    """Seed 0 and seed 1 of two methods written to separate per-case CSVs, as two reproduce calls would."""
+    from test_tables import make_per_case
+
+    both = pd.concat([make_per_case(m, q, 2) for m, q in (("unet", 0), ("ssnet", 3))], ignore_index=True)
+    first, second = tmp_path / "seed0.csv", tmp_path / "seed1.csv"
+    both[both["seed"] == 0].to_csv(first, index=False)
+    both[both["seed"] == 1].to_csv(second, index=False)
+    return first, second, both
+
+
+def test_tables_bundle_pools_seeds_from_separate_files(tmp_path: Path) -> None:
+    """``ssnet tables --bundle`` on two reproduce calls' per-case files equals the bundle of one pooled call."""
+    from ssnet.cli import main as cli
+    from ssnet.evaluation.tables import INPUT_COL, TableRow, _registry_info, write_bundle
+
+    first, second, both = _two_seed_files(tmp_path)
+    assert cli(["tables", "--kind", "table1", "--per-case", str(first), str(second), "--bundle",
+                "--out", str(tmp_path / "cli")]) == 0
+    rows = [TableRow(m, _registry_info(m)[0], {INPUT_COL: _registry_info(m)[1]}) for m in ("unet", "ssnet")]
+    write_bundle("table1", both, rows, "ssnet", tmp_path / "direct")
+    names = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert {"table1_per_case.csv.gz", "table1_summary.csv", "table1_rows.csv", "table1_stats.csv", "table1.csv"} <= set(names)
+    pooled = pd.read_csv(tmp_path / "cli" / "table1_per_case.csv.gz")
+    assert sorted(pooled["seed"].unique()) == [0, 1] and len(pooled) == len(both)
+    summary = pd.read_csv(tmp_path / "cli" / "table1_summary.csv")
+    assert set(summary["n_seeds"]) == {2}
+    stats = pd.read_csv(tmp_path / "cli" / "table1_stats.csv")
+    for name in ("table1.csv", "table1_stats.csv", "table1_summary.csv"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
+
+
+def test_tables_refuses_a_seed_given_twice(tmp_path: Path, capsys) -> None:
+    from ssnet.cli import main as cli
+
+    first, _, _ = _two_seed_files(tmp_path)
+    assert cli(["tables", "--kind", "table1", "--per-case", str(first), str(first), "--bundle",
+                "--out", str(tmp_path / "o")]) != 0
+    assert "method 'unet' seed 0 appears twice" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
