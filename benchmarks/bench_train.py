@@ -30,8 +30,8 @@ Columns:
 * ``gflop_per_step``: ``torch.utils.flop_counter`` over one real training step (forward + backward;
   convolutions and matrix products, 1 MAC = 2 FLOPs); ``tflops``: that over the median step time;
   ``peak_tflops`` / ``peak_share``: the device's dense bf16 peak (table below; empty on CPU).
-* ``peak_mem_mib``: CUDA ``max_memory_allocated`` over the timed steps; on CPU the growth of the
-  process's peak RSS during this method (0 when an earlier method already reached a higher peak).
+* ``peak_mem_mib``: CUDA ``max_memory_allocated`` over the timed steps; on CPU the process's peak resident set
+  while this method ran (reset per method, ``ssnet/engine/memory.py``; it includes the interpreter and libraries).
 
 On CUDA, ``sdpa_backends.csv`` beside the CSV lists every ``scaled_dot_product_attention`` call of a
 training step (the module that makes it, q/k/v shapes and dtype), the backend the dispatcher picks,
@@ -46,7 +46,6 @@ import csv
 import math
 import os
 import re
-import resource
 import statistics
 import sys
 import time
@@ -58,6 +57,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from ssnet.engine.memory import peak_memory_mb, reset_peak_memory  # noqa: E402
 
 # Dense (no sparsity) bf16 Tensor Core peaks, TFLOP/s. NVIDIA datasheets give the sparse figure
 # ("1,979 TFLOPS with sparsity" for H100 SXM and H200: H100 datasheet, nvidia.com/en-us/data-center/h100;
@@ -97,10 +98,6 @@ def peak_tflops(device: torch.device) -> float | None:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class Bench:
@@ -198,7 +195,7 @@ def measure(name: str, profile: str = "quick", steps: int = 10, warmup: int = 2,
     row: dict[str, Any] = {"method": name, "profile": profile, "device": device_label(device), "torch": torch.__version__}
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
-        rss0 = _rss_mib()
+        reset_peak_memory(torch.device("cpu"))
         b = Bench(name, profile, device, overrides)
         row.update(batch_size=b.batch_size, frames=int(b.cfg.data.frames), size=int(b.cfg.data.size),
                    precision=b.precision, compile=b.compiled, deterministic=b.deterministic, channels_last=bool(b.cfg.train.get("channels_last", False)),
@@ -210,7 +207,7 @@ def measure(name: str, profile: str = "quick", steps: int = 10, warmup: int = 2,
             b.module.model.compile()
             b.step(b.ready(next(it)), 0)
         if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+            reset_peak_memory(device)
         data_s, step_s = [], []
         _sync(device)
         end = time.perf_counter()
@@ -243,7 +240,7 @@ def measure(name: str, profile: str = "quick", steps: int = 10, warmup: int = 2,
             clips_per_s=round(b.batch_size / ((step_ms + data_ms) / 1e3), 2),
             gflop_per_step=round(gflop, 2), tflops=round(tflops, 3),
             peak_tflops=peak if peak else "", peak_share=round(tflops / peak, 4) if peak and not math.isnan(tflops) else "",
-            peak_mem_mib=round(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mib() - rss0, 1),
+            peak_mem_mib=round(peak_memory_mb(device), 1),
             error="",
         )
         del b

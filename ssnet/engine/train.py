@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import resource
 import signal
 import sys
 import time
@@ -30,6 +29,7 @@ from ssnet.data.augment import batch_augment_from_config
 from ssnet.data.dataset import CineDataset, ClipConfig, collate_batch
 from ssnet.data.sampling import StepBatchSampler
 from ssnet.engine.config import build_model, compose, config_hash, model_kwargs
+from ssnet.engine.memory import peak_memory_mb, reset_peak_memory
 from ssnet.engine.models_cli import model_cost
 from ssnet.engine.predict import predict_dataset
 from ssnet.engine.provenance import provenance
@@ -92,14 +92,6 @@ class StepTimer(Callback):
     def seconds_per_step(self, accumulate: int = 1) -> float | None:
         times = self.times[1:] if len(self.times) > 1 else self.times
         return float(np.mean(times)) * accumulate if times else None
-
-
-def peak_memory_mb(device: torch.device | None) -> float:
-    """Peak memory of training: CUDA ``max_memory_allocated`` on a GPU; on CPU the peak resident set
-    size of this process (``getrusage`` ``ru_maxrss``, KiB on Linux: it includes the in-memory dataset)."""
-    if device is not None and device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _ddp_child() -> tuple[Path, bool] | None:
@@ -215,8 +207,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         if resuming:
             print(f"resuming {run_dir} from {ckpt}", file=sys.stderr)
         os.environ["SSNET_RUN_DIR"], os.environ["SSNET_RUN_RESUMING"] = str(run_dir), "1" if resuming else "0"
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        reset_peak_memory(trainer.strategy.root_device)
         start = time.perf_counter()
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
         train_s = time.perf_counter() - start
