@@ -50,18 +50,21 @@ def model_config(key: str) -> dict:
     return OmegaConf.to_container(compose([f"model={key}"]).model, resolve=True)
 
 
+def model_job(key: str) -> Job:
+    """A Table 1 row for ``configs/model/<key>.yaml``: a registered model, or a variant config of one (e.g.
+    ``ssnet_paired_head``: SSNet with an option changed), labelled by its ``display_name``."""
+    cfg = model_config(key)
+    entry = registry.get(cfg.get("name") or key)
+    return Job(key, cfg.get("display_name") or entry.label, [f"model={key}"], {"input": entry.kind.capitalize()})
+
+
 def table1_jobs() -> list[Job]:
     """Every registered model that has a same-named model config; SSNet last."""
     available = [n for n in registry.names() if (CONFIG_DIR / "model" / f"{n}.yaml").exists()]
     ordered = [n for n in PAPER_ORDER if n in available]
     ordered += sorted(n for n in available if n not in PAPER_ORDER and n != OURS)
     ordered += [OURS] if OURS in available else []
-    jobs = []
-    for name in ordered:
-        entry = registry.get(name)
-        label = model_config(name).get("display_name") or entry.label
-        jobs.append(Job(name, label, [f"model={name}"], {"input": entry.kind.capitalize()}))
-    return jobs
+    return [model_job(name) for name in ordered]
 
 
 def table2_jobs() -> list[Job]:
@@ -86,15 +89,22 @@ def table3_jobs() -> list[Job]:
 JOBS = {"table1": table1_jobs, "table2": table2_jobs, "table3": table3_jobs}
 
 
-def select_jobs(jobs: list[Job], methods: list[str] | None) -> list[Job]:
-    """The jobs named in ``methods`` (all when None), in the table's order; an unknown name is a one-line error."""
+def select_jobs(jobs: list[Job], methods: list[str] | None, kind: str = "table1") -> list[Job]:
+    """The jobs named in ``methods`` (all when None), in the table's order; an unknown name is a one-line error.
+
+    In Table 1 a name that is not a row but has a model config (``configs/model/<name>.yaml``, e.g. an SSNet
+    variant such as ``ssnet_paired_head``) is added as an extra row after the table's rows, in the order given.
+    """
     if not methods:
         return jobs
-    available = [j.method for j in jobs]
-    unknown = [m for m in methods if m not in available]
+    rows = [j.method for j in jobs]
+    extra = [m for m in methods if m not in rows]
+    variants = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml") if p.stem not in rows) if kind == "table1" else []
+    unknown = [m for m in extra if m not in variants]
     if unknown:
-        raise SsnetError(f"--methods: unknown method(s) {', '.join(unknown)}; available: {', '.join(available)}")
-    return [j for j in jobs if j.method in methods]
+        also = f"; extra rows (model configs): {', '.join(variants)}" if variants else ""
+        raise SsnetError(f"--methods: unknown method(s) {', '.join(unknown)}; available: {', '.join(rows)}{also}")
+    return [j for j in jobs if j.method in methods] + [model_job(m) for m in extra]
 
 
 def ensure_phantom(data_dir: Path, difficulty: str) -> None:
@@ -301,7 +311,7 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
     """
     from ssnet.engine import launch
 
-    jobs = select_jobs(JOBS[kind](), methods)
+    jobs = select_jobs(JOBS[kind](), methods, kind)
     if data_dir is None:
         data_cfg = compose([f"profile={profile}", *(extra or [])]).data
         data_dir = Path(data_cfg.dir)

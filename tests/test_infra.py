@@ -254,6 +254,26 @@ def test_tables_bundle_pools_seeds_from_separate_files(tmp_path: Path) -> None:
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), name
 
 
+def test_tables_merges_rows_files_of_separate_calls(tmp_path: Path) -> None:
+    """An extra row run by a separate reproduce call joins the table through a second ``--rows`` file; a method
+    listed in both keeps the first file's row."""
+    from ssnet.cli import main as cli
+
+    first, second, _ = _two_seed_files(tmp_path)
+    extra = pd.read_csv(second).query("method == 'ssnet'").assign(method="ssnet_paired_head")
+    extra.to_csv(tmp_path / "extra.csv", index=False)
+    pd.DataFrame({"method": ["unet", "ssnet"], "label": ["UNet", "SSNet"], "input": ["Image", "Video"]}).to_csv(
+        tmp_path / "rows.csv", index=False)
+    pd.DataFrame({"method": ["ssnet_paired_head", "unet"], "label": ["SSNet (code head)", "UNet again"],
+                  "input": ["Video", "Image"]}).to_csv(tmp_path / "rows_extra.csv", index=False)
+    assert cli(["tables", "--kind", "table1", "--per-case", str(first), str(tmp_path / "extra.csv"), "--rows",
+                str(tmp_path / "rows.csv"), str(tmp_path / "rows_extra.csv"), "--bundle", "--out", str(tmp_path / "o")]) == 0
+    rows = pd.read_csv(tmp_path / "o" / "table1_rows.csv")
+    assert rows["method"].tolist() == ["unet", "ssnet", "ssnet_paired_head"] and rows["label"][0] == "UNet"
+    table = pd.read_csv(tmp_path / "o" / "table1.csv")
+    assert {"UNet", "SSNet", "SSNet (code head)"} <= set(table["Method"])
+
+
 def test_tables_refuses_a_seed_given_twice(tmp_path: Path, capsys) -> None:
     from ssnet.cli import main as cli
 

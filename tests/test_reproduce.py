@@ -6,7 +6,10 @@ from pathlib import Path
 import pandas as pd
 
 from ssnet import registry
-from ssnet.experiments import model_config, reproduce, table1_jobs, table2_jobs, table3_jobs
+import pytest
+
+from ssnet.errors import SsnetError
+from ssnet.experiments import model_config, reproduce, select_jobs, table1_jobs, table2_jobs, table3_jobs
 
 
 def test_table_job_lists() -> None:
@@ -17,6 +20,20 @@ def test_table_job_lists() -> None:
     assert [j.columns["uncertainty_refinement"] for j in t2] == ["✗", "✗", "✗", "✗", "✓"]
     assert [j.columns["frames"] for j in table3_jobs()] == ["5", "10", "15", "30"]
     assert model_config("ssnet_static_only")["name"] == "ssnet"
+
+
+def test_table1_takes_a_model_config_variant_as_an_extra_row() -> None:
+    """``--methods unet,ssnet_paired_head`` in Table 1: the registered row in table order, then the variant config
+    (built from ``configs/model/ssnet_paired_head.yaml``, labelled by its display name, input kind of SSNet)."""
+    jobs = select_jobs(table1_jobs(), ["ssnet_paired_head", "unet"], "table1")
+    assert [j.method for j in jobs] == ["unet", "ssnet_paired_head"]
+    variant = jobs[1]
+    assert variant.overrides == ["model=ssnet_paired_head"] and variant.columns == {"input": "Video"}
+    assert variant.label == "SSNet (code head)" and model_config("ssnet_paired_head")["options"]["refine_head"] == "paired"
+    with pytest.raises(SsnetError, match="unknown method.*nope"):
+        select_jobs(table1_jobs(), ["nope"], "table1")
+    with pytest.raises(SsnetError, match="unknown method.*ssnet_paired_head"):  # Table 2 keeps its fixed rows
+        select_jobs(table2_jobs(), ["ssnet_paired_head"], "table2")
 
 
 def test_reproduce_table1_smoke_and_reuse(tiny_split_dataset: Path, tmp_path: Path, capsys, monkeypatch) -> None:

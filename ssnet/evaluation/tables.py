@@ -603,7 +603,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--stem", default=None, help="file name stem (default: the kind)")
     p.add_argument("--ours", default=None, help="method tested against every row (default: ssnet when present)")
-    p.add_argument("--rows", default=None, help="CSV with columns method, label, extra columns (row order)")
+    p.add_argument("--rows", nargs="+", default=None,
+                   help="CSVs with columns method, label, extra columns (row order; a later file adds the methods "
+                        "the earlier ones lack, e.g. an extra row run by a separate reproduce call)")
     p.add_argument("--with-paper", action="store_true", help="add the paper's published numbers (private cohort)")
     p.add_argument("--bundle", action="store_true",
                    help="also write what reproduce writes beside the table: the pooled per-case CSV (.csv.gz), "
@@ -615,7 +617,9 @@ def main(argv: list[str]) -> int:
         r = per_case[dup].iloc[0]
         raise SsnetError(f"the per-case files overlap: method {r['method']!r} seed {r['seed']} appears twice")
     if a.rows:
-        rows = rows_from_csv(a.rows)
+        rows = []
+        for path in a.rows:
+            rows += [r for r in rows_from_csv(path) if r.method not in {q.method for q in rows}]
     else:
         rows = []
         for method in dict.fromkeys(per_case["method"].astype(str)):
