@@ -617,9 +617,11 @@ def main(argv: list[str]) -> int:
         r = per_case[dup].iloc[0]
         raise SsnetError(f"the per-case files overlap: method {r['method']!r} seed {r['seed']} appears twice")
     if a.rows:
-        rows = []
+        merged: dict[str, TableRow] = {}
         for path in a.rows:
-            rows += [r for r in rows_from_csv(path) if r.method not in {q.method for q in rows}]
+            for row in rows_from_csv(path):
+                merged.setdefault(row.method, row)  # the first file that lists a method gives its row
+        rows = list(merged.values())
     else:
         rows = []
         for method in dict.fromkeys(per_case["method"].astype(str)):
