@@ -12,9 +12,12 @@
    ``SPACING_CANDIDATES`` at which none of the training and validation myocardium falls outside the
    ``data.size`` crop; the best checkpoint is the lowest validation loss; with ``--grid KEY=V1,V2``
    (e.g. ``--grid train.lr=1e-4,1e-3``) every combination is trained and the one with the best
-   myocardium Dice on the validation patient (``ssnet predict --split val`` + the scorer) is reported;
+   myocardium Dice of the validation patient, pooled over its slices (``ssnet predict --split val`` +
+   the scorer; the per-slice mean is reported beside it), is kept;
 4. trains UNet and SSNet (K = 4 as in the paper; this data only has classes 0/1), predicts the test
-   patient on the native grid and scores class 1 (LV myocardium) with the shared scorer;
+   patient on the native grid and scores class 1 (LV myocardium) with the shared scorer; with ``--refit``
+   the chosen settings are trained once more on the training and validation patients together (final
+   weights: ``train.fit_parts=[train,val] train.checkpoint=last``) and that run is tested;
 5. writes ``<out>/sunnybrook.csv`` / ``.md`` (Dice, HD95 per method and fold), ``sunnybrook_per_case.csv``
    and ``sunnybrook_ed.png`` (ED frames, expert and predicted contours).
 """
@@ -39,6 +42,7 @@ DEFAULT_SRC = REPO.parent / "shared" / "data" / "sunnybrook"
 SPACING_CANDIDATES = (1.607143, 1.8, 2.0, 2.2, 2.5)  # mm; the first is the quick profile's (103 mm at 64 px)
 MODELS = (("unet", "UNet (frames as channels)"), ("ssnet", "SSNet"))
 MYO = 1
+REFIT_OVERRIDES = ("train.fit_parts=[train,val]", "train.checkpoint=last")
 
 
 def ensure_import(src: Path, data_dir: Path) -> None:
@@ -109,10 +113,12 @@ def choose_spacing(fold_dir: Path, size: int, candidates=SPACING_CANDIDATES) -> 
     return min(missed, key=lambda k: (missed[k], k)), missed
 
 
-def val_dice(run_dir: Path, fold_dir: Path) -> float:
-    """Mean LV-myocardium Dice of a finished run on the validation patient (predictions kept in the run folder)."""
+def val_dice(run_dir: Path, fold_dir: Path) -> tuple[float, float]:
+    """LV-myocardium Dice of a finished run on the validation patient: (mean over slices, pooled over the
+    patient). Predictions are kept in the run folder."""
     df = val_per_case(run_dir, fold_dir, protocol="strict", classes=(MYO,))
-    return float(df[df.metric == "dsc"]["value"].mean())
+    dsc = df[df.metric == "dsc"]
+    return float(dsc["value"].mean()), pooled_dice(dsc)
 
 
 def ed_figure(fold_dir: Path, runs: dict[str, Path], out: Path, n_slices: int = 3) -> None:
@@ -171,7 +177,7 @@ def _fmt(values: pd.Series, digits: int) -> str:
 
 def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: int = 1, seed: int = 0,
                   extra: list[str] | None = None, force: bool = False, grid: list[str] | None = None,
-                  models: list[str] | None = None) -> dict[str, Path]:
+                  models: list[str] | None = None, refit: bool = False) -> dict[str, Path]:
     """The whole benchmark; returns the written files."""
     from ssnet.engine.config import compose
     from ssnet.engine.runs import read_run
@@ -211,9 +217,12 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
             tried = []
             for combo in combos:
                 run_dir = train_or_reuse(base + combo)
-                tried.append((val_dice(run_dir, fold_dir), combo, run_dir))
-                print(f"  {key} {' '.join(combo) or '(profile settings)'}: validation myocardium Dice {tried[-1][0]:.4f}", file=sys.stderr)
-            best_val, chosen, run_dir = max(tried, key=lambda t: t[0])
+                tried.append((*val_dice(run_dir, fold_dir), combo, run_dir))
+                print(f"  {key} {' '.join(combo) or '(profile settings)'}: validation myocardium Dice "
+                      f"{tried[-1][0]:.4f} per slice, {tried[-1][1]:.4f} pooled", file=sys.stderr)
+            best_val, best_val_patient, chosen, run_dir = max(tried, key=lambda t: t[1])  # the patient's Dice
+            if refit:  # the chosen settings again, trained on the training and validation patients, final weights
+                run_dir = train_or_reuse(base + chosen + list(REFIT_OVERRIDES))
             minutes = (time.perf_counter() - start) / 60
             info = read_run(run_dir)
             df = read_per_case(run_dir / "per_case.csv")
@@ -223,7 +232,8 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
             dsc, hd95 = df[df.metric == "dsc"]["value"], df[df.metric == "hd95"]["value"]
             patient = pooled_dice(df[df.metric == "dsc"])
             rows.append({"method": label, "fold": fold, "test_patient": test_patient, "val_patient": val_patient,
-                         "chosen": " ".join(chosen) or "profile", "val_dice": round(best_val, 4),
+                         "chosen": " ".join(chosen) or "profile", "val_dice": round(best_val, 4), "val_dice_patient": round(best_val_patient, 4),
+                         "trained_on": f"{len(parts) - 1} patients (train + val, refit)" if refit else f"{len(parts) - 2} patients (train)",
                          "n_test_scans": int(df.scan_id.nunique()), "dice_mean": round(float(dsc.mean()), 4),
                          "dice_sd": round(float(dsc.std(ddof=0)), 4), "dice_patient": round(patient, 4), "hd95_mm_mean": round(float(hd95.mean()), 2),
                          "hd95_mm_sd": round(float(hd95.std(ddof=0)), 2), "dice": _fmt(dsc, 3), "hd95_mm": _fmt(hd95, 2),
@@ -237,7 +247,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
     table = pd.DataFrame(rows)
     atomic_write_csv(table, written["csv"], overwrite=True)
     atomic_write_csv(pd.concat(per_case, ignore_index=True), written["per_case"], overwrite=True)
-    cols = ["method", "fold", "test_patient", "chosen", "val_dice", "n_test_scans", "dice", "dice_patient", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps", "train_minutes"]
+    cols = ["method", "fold", "test_patient", "chosen", "val_dice_patient", "trained_on", "n_test_scans", "dice", "dice_patient", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps", "train_minutes"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     note = (f"\nLV myocardium (class 1), strict protocol, native grid, mean ± SD over the held-out patient's ED slices; "
@@ -259,6 +269,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--models", default="unet,ssnet", help="comma-separated subset of unet,ssnet (default both)")
     p.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2",
                    help="train every value and keep the best validation-patient Dice (repeatable; e.g. train.lr=1e-4,1e-3)")
+    p.add_argument("--refit", action="store_true",
+                   help="after choosing on the validation patient, retrain the chosen settings on train + val "
+                        "(final weights, train.checkpoint=last) and test that run")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. data.spacing_mm=2.0)")
     a = p.parse_args(argv)
     if a.folds < 1:
@@ -271,7 +284,7 @@ def main(argv: list[str]) -> int:
     out = a.out or Path("results") / ("sunnybrook" if a.profile == "quick" else f"sunnybrook-{a.profile}")
     start = time.perf_counter()
     written = run_benchmark(data_dir, out, a.profile, a.folds, a.seed, a.overrides, force=a.force, grid=a.grid,
-                            models=[m.strip() for m in a.models.split(",") if m.strip()])
+                            models=[m.strip() for m in a.models.split(",") if m.strip()], refit=a.refit)
     for key, path in written.items():
         print(f"{key}: {path}")
     print(Path(written["md"]).read_text())

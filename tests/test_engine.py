@@ -111,3 +111,49 @@ def test_bad_config_is_one_clear_line(tiny_split_dataset: Path, tmp_path: Path, 
     assert code == 1
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert message in err
+
+
+def test_time_shift_adds_neighbouring_clips_with_the_same_label(tiny_split_dataset: Path) -> None:
+    import numpy as np
+
+    from ssnet.data.contract import load_scan, scans_in_split
+    from ssnet.data.dataset import CineDataset, ClipConfig, preprocess
+
+    cfg = ClipConfig(frames=3, size=32)
+    plain = CineDataset(tiny_split_dataset, "train", cfg)
+    shifted = CineDataset(tiny_split_dataset, "train", cfg, time_shifts=(-1, 0, 1))
+    assert len(shifted) == 3 * len(plain) and shifted.frames.shape[1:] == plain.frames.shape[1:]
+    assert (shifted.labels[1::3] == plain.labels).all() and (shifted.labels[0::3] == plain.labels).all()
+    assert torch_equal(shifted.frames[1::3], plain.frames)  # shift 0 is the plain clip
+    assert [s.scan_id for s in shifted.scans[:3]] == [plain.scans[0].scan_id] * 3
+    both = CineDataset(tiny_split_dataset, ("train", "val"), cfg)  # train.fit_parts=[train,val]
+    assert [s.scan_id for s in both.scans] == [s.scan_id for s in plain.scans] + ["P04_sl0", "P04_sl1"]
+    scan = scans_in_split(tiny_split_dataset, "train")[0]
+    cine, label = load_scan(scan)  # 6 frames; 3 selected: 0, 2, 4 → shift -1: 5, 1, 3 (cyclic)
+    by_hand, _ = preprocess(np.roll(cine, 1, axis=0)[[0, 2, 4]], label, cfg, scan)
+    assert torch_equal(shifted.frames[0], by_hand) and not torch_equal(shifted.frames[0], plain.frames[0])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_refit_on_train_and_val_keeps_the_final_weights(tiny_split_dataset: Path, tmp_path: Path, capsys) -> None:
+    import torch
+
+    extra = ["train.fit_parts=[train,val]", "train.checkpoint=last", "data.augment_time_shift=1"]
+    code, out, err = _train_here(capsys, tiny_split_dataset, tmp_path / "runs", *extra)
+    assert code == 0, err[-2000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["best_checkpoint"] == "checkpoints/final.ckpt"
+    final = torch.load(run_dir / info["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert final["global_step"] == info["steps"] == 2
+    assert sorted(p.name for p in (run_dir / "predictions").iterdir()) == ["P05_sl0.nii.gz", "P05_sl1.nii.gz"]
+    # the validation loss cannot choose weights trained on the validation split
+    code, _, err = _train_here(capsys, tiny_split_dataset, tmp_path / "runs", "train.fit_parts=[train,val]")
+    assert code == 1 and "train.checkpoint=last" in err and len(err.strip().splitlines()) == 1
+    code, _, err = _train_here(capsys, tiny_split_dataset, tmp_path / "runs", "train.fit_parts=[test]", "train.checkpoint=last")
+    assert code == 1 and "train.fit_parts" in err

@@ -37,6 +37,7 @@ def test_sunnybrook_benchmark_smoke(tmp_path: Path, capsys) -> None:
     table = pd.read_csv(out / "sunnybrook.csv")
     assert list(table["method"]) == ["UNet (frames as channels)", "SSNet"] and (table["test_patient"] == "P0").all()
     assert table["dice_mean"].between(0, 1).all() and (table["fov_mm"] > 0).all() and table["val_dice"].between(0, 1).all()
+    assert table["val_dice_patient"].between(0, 1).all()
     per_case = pd.read_csv(out / "sunnybrook_per_case.csv")
     assert set(per_case["class_id"]) == {1} and {"dsc", "hd95"} <= set(per_case["metric"])
     assert (out / "sunnybrook_ed.png").stat().st_size > 1000 and "HD95" in (out / "sunnybrook.md").read_text()
@@ -62,3 +63,29 @@ def test_pooled_patient_dice_weights_slices_by_size() -> None:
     rows = pd.DataFrame({"value": [0.9, 0.0, 1.0], "n_gt": [100, 10, 0], "n_pred": [100, 0, 0]})
     assert pooled_dice(rows) == pytest.approx(2 * 90 / (200 + 10))
     assert pooled_dice(rows.iloc[2:]) == 1.0
+
+
+def test_sunnybrook_refit_trains_the_chosen_setting_on_train_and_val(tmp_path: Path, capsys) -> None:
+    import json
+
+    data = make_nonsquare_dataset(tmp_path / "data")
+    out = tmp_path / "results"
+    code = cli(["reproduce", "sunnybrook", "--profile", "smoke", "--data", str(data), "--out", str(out), "--models", "unet",
+                "--refit", "--grid", "train.lr=1e-4,1e-3", "data.size=32", "train.max_steps=1", "train.val_every=1"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    row = pd.read_csv(out / "sunnybrook.csv").iloc[0]
+    assert "refit" in row["trained_on"] and row["chosen"] in ("train.lr=1e-4", "train.lr=1e-3")
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 3  # two grid cells + the refit of the chosen one
+    refit = out / "runs" / row["run"]
+    info = json.loads((refit / "run.json").read_text())
+    assert info["best_checkpoint"] == "checkpoints/final.ckpt"
+    overrides = (refit / ".hydra" / "overrides.yaml").read_text()
+    assert "train.fit_parts=[train,val]" in overrides and row["chosen"] in overrides
+    # the chosen cell is the one with the best validation-patient Dice pooled over its slices
+    from ssnet.sunnybrook import val_dice
+
+    cells = {r: val_dice(r, out / "folds" / "fold0") for r in runs if r != refit}
+    best = max(cells, key=lambda r: cells[r][1])
+    assert row["chosen"] in (best / ".hydra" / "overrides.yaml").read_text()
+    assert row["val_dice_patient"] == pytest.approx(cells[best][1], abs=1e-4)

@@ -85,11 +85,16 @@ def scan_geometry(native_shape: tuple[int, int], cfg: ClipConfig, scan: Scan | N
 
 
 def preprocess(
-    cine: np.ndarray, label: np.ndarray | None, cfg: ClipConfig, scan: Scan | None = None, geometry: Geometry | None = None
+    cine: np.ndarray, label: np.ndarray | None, cfg: ClipConfig, scan: Scan | None = None, geometry: Geometry | None = None,
+    shift: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Turn a cine (T0, H, W) and label (H, W) into model tensors ``(T, 1, S, S)`` and ``(S, S)`` (None without label)."""
+    """Turn a cine (T0, H, W) and label (H, W) into model tensors ``(T, 1, S, S)`` and ``(S, S)`` (None without label).
+
+    ``shift`` moves every selected frame by that many source frames, cyclically (the cine is one heart beat):
+    ``shift=1`` starts the clip one frame after the labelled (ED) frame.
+    """
     try:
-        idx = frame_indices(cine.shape[0], cfg.frames)
+        idx = (frame_indices(cine.shape[0], cfg.frames) + int(shift)) % cine.shape[0]
     except ValueError as exc:
         raise input_error(scan.cine if scan else None, str(exc)) from None
     geo = geometry or scan_geometry(cine.shape[1:], cfg, scan)
@@ -141,39 +146,50 @@ class Augment:
 
 
 class CineDataset(Dataset):
-    """In-memory preprocessed clips of one split part (``part=None``: every scan of the manifest).
+    """In-memory preprocessed clips of one split part, or of a sequence of parts (``part=None``: every scan).
 
     ``require_labels=False`` (prediction) accepts scans without a label: ``labels`` is then None
     when any scan lacks one. ``outside_fov[i]`` counts, per class 1..K-1, the ground-truth pixels of
-scan ``i`` that lie outside the model's field of view (they can only be missed; {} without label).
+    scan ``i`` that lie outside the model's field of view (they can only be missed; {} without label).
+
+    ``time_shifts`` (training only, ``data.augment_time_shift``): each scan is held once per shift, its
+    clip started that many source frames from the labelled frame (:func:`preprocess`) with the same label,
+    so the frames next to ED teach the ED contour too. ``scans``/``geometries`` are repeated to match.
     """
 
     def __init__(
         self,
         data_dir: str | Path,
-        part: str | None,
+        part: str | tuple[str, ...] | list[str] | None,
         cfg: ClipConfig = ClipConfig(),
         augment: bool | BatchAugment = False,
         max_scans: int | None = None,
         require_labels: bool = True,
+        time_shifts: tuple[int, ...] = (0,),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.part = part
         self.cfg = cfg
-        self.scans = scans_in_split(self.data_dir, part) if part is not None else scans(self.data_dir)
+        if part is None:
+            self.scans = scans(self.data_dir)
+        else:  # one part, or several (``train.fit_parts=[train,val]``) in that order
+            self.scans = [s for p in ([part] if isinstance(part, str) else part) for s in scans_in_split(self.data_dir, p)]
         if max_scans is not None:
             self.scans = self.scans[: int(max_scans)]
-        clips, labels, self.geometries, self.outside_fov = [], [], [], []
+        clips, labels, self.geometries, self.outside_fov, held = [], [], [], [], []
         for scan in self.scans:
             if scan.label is None and require_labels:
                 raise input_error(self.data_dir / "manifest.csv", f"scan {scan.scan_id!r} has no label; training and validation need labels")
             cine, label = load_scan(scan)
             geo = scan_geometry(cine.shape[1:], cfg, scan)
-            clip, lab = preprocess(cine, label, cfg, scan, geo)
-            clips.append(clip)
-            labels.append(lab)
-            self.geometries.append(geo)
-            self.outside_fov.append(outside_fov_counts(label, geo))
+            for shift in time_shifts:
+                clip, lab = preprocess(cine, label, cfg, scan, geo, shift)
+                clips.append(clip)
+                labels.append(lab)
+                held.append(scan)
+                self.geometries.append(geo)
+                self.outside_fov.append(outside_fov_counts(label, geo))
+        self.scans = held
         self.frames = torch.stack(clips)  # (N, T, 1, S, S)
         self.labels = None if any(lab is None for lab in labels) else torch.stack(labels)  # (N, S, S); None: unlabeled
         self.augment = _as_augment(augment)

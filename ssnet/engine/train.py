@@ -34,7 +34,7 @@ from ssnet.engine.models_cli import model_cost
 from ssnet.engine.predict import predict_dataset
 from ssnet.engine.provenance import provenance
 from ssnet.engine.runs import acquire_run_dir, read_run, release, write_status
-from ssnet.errors import input_error
+from ssnet.errors import SsnetError, input_error
 from ssnet.io import atomic_write_text
 
 
@@ -44,6 +44,28 @@ def clip_config(cfg: DictConfig) -> ClipConfig:
     return ClipConfig(int(d.frames), int(d.size), str(d.spatial), float(d.norm_mean), float(d.norm_std),
                       None if spacing_mm is None else float(spacing_mm), str(d.get("intensity", "minmax")),
                       tuple(float(v) for v in d.get("percentiles", (0.5, 99.5))))
+
+
+def time_shifts(data_cfg: DictConfig) -> tuple[int, ...]:
+    """``data.augment_time_shift`` k → the training clip offsets (-k … k) in source frames; (0,) when off."""
+    k = int(data_cfg.get("augment_time_shift") or 0)
+    if k < 0:
+        raise SsnetError(f"data.augment_time_shift must be >= 0, got {k}")
+    return tuple(range(-k, k + 1))
+
+
+def fit_selection(train_cfg: DictConfig) -> tuple[tuple[str, ...], str]:
+    """``(train.fit_parts, train.checkpoint)`` checked: the weights kept are the lowest validation loss
+    (``best``, the default) or the final ones (``last``); fitting on ``val`` requires ``last``."""
+    parts = tuple(str(p) for p in (train_cfg.get("fit_parts") or ["train"]))
+    select = str(train_cfg.get("checkpoint") or "best")
+    if select not in ("best", "last"):
+        raise SsnetError(f"train.checkpoint must be best or last, got {select!r}")
+    if not parts or any(p not in ("train", "val") for p in parts) or len(set(parts)) != len(parts):
+        raise SsnetError(f"train.fit_parts must list train and/or val once each, got {list(parts)}")
+    if "val" in parts and select != "last":
+        raise SsnetError("train.fit_parts includes val: its loss cannot choose the checkpoint; set train.checkpoint=last")
+    return parts, select
 
 
 def ensure_split(cfg: DictConfig) -> str:
@@ -152,7 +174,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
     method = cfg.get("method") or cfg.model.key
     name = cfg.run_name or f"{method}-{cfg.profile.name}-s{cfg.seed}-{chash}"
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(cfg)  # validates the model config before a folder is made
+    fit_parts, select = fit_selection(cfg.train)  # config errors before a folder is made
+    shifts = time_shifts(cfg.data)
+    model = build_model(cfg)
     child = _ddp_child()  # DDP worker: rank 0 owns the folder, the run.json and the predictions
     run_dir, resuming = child or acquire_run_dir(cfg.run_root, name)
     try:
@@ -169,7 +193,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         ccfg = clip_config(cfg)
         max_scans = cfg.data.get("max_scans")
         augment = batch_augment_from_config(cfg.data) or False
-        train_ds = CineDataset(cfg.data.dir, "train", ccfg, augment=augment, max_scans=max_scans)
+        train_ds = CineDataset(cfg.data.dir, fit_parts, ccfg, augment=augment, max_scans=max_scans, time_shifts=shifts)
         val_ds = CineDataset(cfg.data.dir, "val", ccfg, max_scans=max_scans)
         t = cfg.train
         accumulate = int(t.accumulate_grad_batches)
@@ -211,6 +235,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         start = time.perf_counter()
         trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt)
         train_s = time.perf_counter() - start
+        if select == "last":  # every rank (the save synchronises); last.ckpt may predate the final step
+            trainer.save_checkpoint(ckpt_dir / "final.ckpt", weights_only=True)
         if child is not None or trainer.global_rank != 0:
             return run_dir  # one set of predictions and one per_case.csv: rank 0 only
         sps = timer.seconds_per_step(accumulate)
@@ -219,6 +245,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
                      peak_memory_mb=round(peak_memory_mb(trainer.strategy.root_device), 1), world_size=int(trainer.world_size))
 
         best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
+        if select == "last":
+            best_path = ckpt_dir / "final.ckpt"
         state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
         device = torch.device("cuda" if torch.cuda.is_available() and str(t.accelerator) != "cpu" else "cpu")
