@@ -18,8 +18,9 @@
    patient on the native grid and scores class 1 (LV myocardium) with the shared scorer; with ``--refit``
    the chosen settings are trained once more on the training and validation patients together (final
    weights: ``train.fit_parts=[train,val] train.checkpoint=last``) and that run is tested;
-5. writes ``<out>/sunnybrook.csv`` / ``.md`` (Dice, HD95 per method and fold), ``sunnybrook_per_case.csv``
-   and ``sunnybrook_ed.png`` (ED frames, expert and predicted contours).
+5. writes ``<out>/sunnybrook.csv`` / ``.md`` (Dice, HD95 per method and fold), ``sunnybrook_per_case.csv``,
+   ``sunnybrook_grid.csv`` (every grid cell's validation Dice, the chosen one marked) and ``sunnybrook_ed.png``
+   (ED frames, expert and predicted contours).
 """
 from __future__ import annotations
 
@@ -185,7 +186,8 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
 
     out_dir = Path(out_dir)
     written = {"csv": out_dir / "sunnybrook.csv", "md": out_dir / "sunnybrook.md",
-               "per_case": out_dir / "sunnybrook_per_case.csv", "figure": out_dir / "sunnybrook_ed.png"}
+               "per_case": out_dir / "sunnybrook_per_case.csv", "grid": out_dir / "sunnybrook_grid.csv",
+               "figure": out_dir / "sunnybrook_ed.png"}
     if written["csv"].exists() and not force:
         raise input_error(written["csv"], "already exists; pass --force to overwrite the benchmark tables")
     if not any(s.label is not None for s in scans(data_dir)):
@@ -197,7 +199,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
     if unknown:
         raise SsnetError(f"--models: unknown {', '.join(unknown)}; available: {', '.join(dict(MODELS))}")
     chosen_models = [(k, v) for k, v in MODELS if not models or k in models]
-    per_case, rows, fig_runs = [], [], {}
+    per_case, rows, grid_rows, fig_runs = [], [], [], {}
     for fold in range(int(folds)):
         fold_dir = out_dir / "folds" / f"fold{fold}"
         parts = make_fold(data_dir, fold_dir, fold)
@@ -221,6 +223,9 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
                 print(f"  {key} {' '.join(combo) or '(profile settings)'}: validation myocardium Dice "
                       f"{tried[-1][0]:.4f} per slice, {tried[-1][1]:.4f} pooled", file=sys.stderr)
             best_val, best_val_patient, chosen, run_dir = max(tried, key=lambda t: t[1])  # the patient's Dice
+            grid_rows += [{"method": label, "fold": fold, "val_patient": val_patient, "setting": " ".join(c) or "profile",
+                           "val_dice": round(v, 4), "val_dice_patient": round(vp, 4), "chosen": c == chosen, "run": r.name}
+                          for v, vp, c, r in tried]
             if refit:  # the chosen settings again, trained on the training and validation patients, final weights
                 run_dir = train_or_reuse(base + chosen + list(REFIT_OVERRIDES))
             minutes = (time.perf_counter() - start) / 60
@@ -247,6 +252,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
     table = pd.DataFrame(rows)
     atomic_write_csv(table, written["csv"], overwrite=True)
     atomic_write_csv(pd.concat(per_case, ignore_index=True), written["per_case"], overwrite=True)
+    atomic_write_csv(pd.DataFrame(grid_rows), written["grid"], overwrite=True)
     cols = ["method", "fold", "test_patient", "chosen", "val_dice_patient", "trained_on", "n_test_scans", "dice", "dice_patient", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps", "train_minutes"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]

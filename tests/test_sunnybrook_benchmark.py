@@ -89,3 +89,6 @@ def test_sunnybrook_refit_trains_the_chosen_setting_on_train_and_val(tmp_path: P
     best = max(cells, key=lambda r: cells[r][1])
     assert row["chosen"] in (best / ".hydra" / "overrides.yaml").read_text()
     assert row["val_dice_patient"] == pytest.approx(cells[best][1], abs=1e-4)
+    grid = pd.read_csv(out / "sunnybrook_grid.csv")
+    assert len(grid) == 2 and grid["chosen"].sum() == 1
+    assert grid.loc[grid["chosen"], "run"].item() == best.name and grid["val_dice_patient"].max() == row["val_dice_patient"]
