@@ -115,6 +115,7 @@ def test_bad_config_is_one_clear_line(tiny_split_dataset: Path, tmp_path: Path, 
 
 def test_time_shift_adds_neighbouring_clips_with_the_same_label(tiny_split_dataset: Path) -> None:
     import numpy as np
+    import torch
 
     from ssnet.data.contract import load_scan, scans_in_split
     from ssnet.data.dataset import CineDataset, ClipConfig, preprocess
@@ -124,20 +125,14 @@ def test_time_shift_adds_neighbouring_clips_with_the_same_label(tiny_split_datas
     shifted = CineDataset(tiny_split_dataset, "train", cfg, time_shifts=(-1, 0, 1))
     assert len(shifted) == 3 * len(plain) and shifted.frames.shape[1:] == plain.frames.shape[1:]
     assert (shifted.labels[1::3] == plain.labels).all() and (shifted.labels[0::3] == plain.labels).all()
-    assert torch_equal(shifted.frames[1::3], plain.frames)  # shift 0 is the plain clip
+    assert torch.equal(shifted.frames[1::3], plain.frames)  # shift 0 is the plain clip
     assert [s.scan_id for s in shifted.scans[:3]] == [plain.scans[0].scan_id] * 3
     both = CineDataset(tiny_split_dataset, ("train", "val"), cfg)  # train.fit_parts=[train,val]
     assert [s.scan_id for s in both.scans] == [s.scan_id for s in plain.scans] + ["P04_sl0", "P04_sl1"]
     scan = scans_in_split(tiny_split_dataset, "train")[0]
     cine, label = load_scan(scan)  # 6 frames; 3 selected: 0, 2, 4 → shift -1: 5, 1, 3 (cyclic)
     by_hand, _ = preprocess(np.roll(cine, 1, axis=0)[[0, 2, 4]], label, cfg, scan)
-    assert torch_equal(shifted.frames[0], by_hand) and not torch_equal(shifted.frames[0], plain.frames[0])
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
+    assert torch.equal(shifted.frames[0], by_hand) and not torch.equal(shifted.frames[0], plain.frames[0])
 
 
 def test_refit_on_train_and_val_keeps_the_final_weights(tiny_split_dataset: Path, tmp_path: Path, capsys) -> None:

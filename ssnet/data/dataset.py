@@ -182,13 +182,14 @@ class CineDataset(Dataset):
                 raise input_error(self.data_dir / "manifest.csv", f"scan {scan.scan_id!r} has no label; training and validation need labels")
             cine, label = load_scan(scan)
             geo = scan_geometry(cine.shape[1:], cfg, scan)
+            outside = outside_fov_counts(label, geo)
             for shift in time_shifts:
                 clip, lab = preprocess(cine, label, cfg, scan, geo, shift)
                 clips.append(clip)
                 labels.append(lab)
-                held.append(scan)
-                self.geometries.append(geo)
-                self.outside_fov.append(outside_fov_counts(label, geo))
+            held += [scan] * len(time_shifts)
+            self.geometries += [geo] * len(time_shifts)
+            self.outside_fov += [outside] * len(time_shifts)
         self.scans = held
         self.frames = torch.stack(clips)  # (N, T, 1, S, S)
         self.labels = None if any(lab is None for lab in labels) else torch.stack(labels)  # (N, S, S); None: unlabeled
