@@ -152,3 +152,33 @@ def test_refit_on_train_and_val_keeps_the_final_weights(tiny_split_dataset: Path
     assert code == 1 and "train.checkpoint=last" in err and len(err.strip().splitlines()) == 1
     code, _, err = _train_here(capsys, tiny_split_dataset, tmp_path / "runs", "train.fit_parts=[test]", "train.checkpoint=last")
     assert code == 1 and "train.fit_parts" in err
+
+
+def test_train_loss_dice_ce_adds_cross_entropy_only_for_models_without_their_own_loss() -> None:
+    """``train.loss=dice_ce`` = Dice + pixel-mean cross-entropy for the engine's default loss; refused where a model
+    defines its own loss (SSNet's Dice + L_u), and an unknown name is one clear error."""
+    import torch
+    import torch.nn.functional as F
+
+    from ssnet.engine.module import SegmentationModule
+    from ssnet.errors import SsnetError
+    from ssnet.models.base import SegOutput
+    from ssnet.models.losses import multiclass_soft_dice_loss
+
+    logits = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, 4, (2, 8, 8), generator=torch.Generator().manual_seed(1))
+    out = SegOutput(logits=logits)
+    dice = multiclass_soft_dice_loss(logits, target)
+    default = SegmentationModule(torch.nn.Identity(), compose(["model=unet", "profile=smoke"]))
+    assert torch.equal(default.compute_loss(out, target), dice)
+    both = SegmentationModule(torch.nn.Identity(), compose(["model=unet", "profile=smoke", "train.loss=dice_ce"]))
+    assert torch.allclose(both.compute_loss(out, target), dice + F.cross_entropy(logits, target))
+
+    class OwnLoss(torch.nn.Module):
+        def loss(self, out: SegOutput, target: torch.Tensor) -> torch.Tensor:
+            return out.logits.sum()
+
+    with pytest.raises(SsnetError, match="defines its own loss"):
+        SegmentationModule(OwnLoss(), compose(["model=ssnet", "profile=smoke", "train.loss=dice_ce"]))
+    with pytest.raises(SsnetError, match="train.loss='focal': choose one of default, dice_ce"):
+        SegmentationModule(torch.nn.Identity(), compose(["model=unet", "profile=smoke", "train.loss=focal"]))

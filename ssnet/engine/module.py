@@ -19,7 +19,9 @@ from ssnet.data.augment import batch_augment_from_config
 from ssnet.data.dataset import augment_batch
 from ssnet.errors import SsnetError
 from ssnet.models.base import SegOutput, as_output
-from ssnet.models.losses import multiclass_soft_dice_loss
+from ssnet.models.losses import ce_dice_loss, multiclass_soft_dice_loss
+
+LOSSES = ("default", "dice_ce")  # train.loss for models without their own loss
 
 
 class DivergenceError(SsnetError):
@@ -36,6 +38,12 @@ class SegmentationModule(L.LightningModule):
         self.run_label = run_label
         self.augment = batch_augment_from_config(cfg.data)
         self.log_every = max(1, int(cfg.train.get("log_every", 50)))
+        self.loss_name = str(cfg.train.get("loss", "default"))
+        if self.loss_name not in LOSSES:
+            raise SsnetError(f"train.loss={self.loss_name!r}: choose one of {', '.join(LOSSES)}")
+        if self.loss_name != "default" and hasattr(model, "loss"):
+            raise SsnetError(f"train.loss={self.loss_name} replaces only the engine's Dice; model "
+                              f"{type(model).__name__} defines its own loss (leave train.loss=default)")
         self._bad: torch.Tensor | None = None  # [first non-finite step (-1: none), its loss], on the device
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -49,9 +57,12 @@ class SegmentationModule(L.LightningModule):
         return as_output(self.model(frames))
 
     def compute_loss(self, out: SegOutput, target: torch.Tensor) -> torch.Tensor:
-        """The model's own loss when it defines one, else multiclass soft Dice (as smp ``DiceLoss``) on the logits."""
+        """The model's own loss when it defines one, else ``train.loss`` on the logits (default: multiclass soft
+        Dice, as smp ``DiceLoss``; ``dice_ce``: Dice + pixel-mean cross-entropy, 1:1 as nnU-Net)."""
         if hasattr(self.model, "loss"):
             return self.model.loss(out, target)
+        if self.loss_name == "dice_ce":
+            return ce_dice_loss(out.logits, target)
         return multiclass_soft_dice_loss(out.logits, target)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
