@@ -67,16 +67,19 @@ def table1_jobs() -> list[Job]:
     return [model_job(name) for name in ordered]
 
 
+def table2_job(key: str) -> Job:
+    """A Table 2 row for ``configs/model/<key>.yaml``: its display name and its ``ablation`` flags as ✓/✗."""
+    cfg = model_config(key)
+    flags = cfg.get("ablation") or {}
+    cols = {c: "✓" if flags.get(c) else "✗" for c in ABLATION_COLUMNS}
+    return Job(key, cfg.get("display_name") or key, [f"model={key}"], cols)
+
+
 def table2_jobs() -> list[Job]:
-    jobs = []
     for key in ABLATION_CONFIGS:
         if not (CONFIG_DIR / "model" / f"{key}.yaml").exists():
             raise SsnetError(f"{CONFIG_DIR / 'model' / (key + '.yaml')}: ablation config missing (Table 2 needs SSNet)")
-        cfg = model_config(key)
-        flags = cfg.get("ablation") or {}
-        cols = {c: "✓" if flags.get(c) else "✗" for c in ABLATION_COLUMNS}
-        jobs.append(Job(key, cfg.get("display_name") or key, [f"model={key}"], cols))
-    return jobs
+    return [table2_job(key) for key in ABLATION_CONFIGS]
 
 
 def table3_jobs() -> list[Job]:
@@ -89,22 +92,36 @@ def table3_jobs() -> list[Job]:
 JOBS = {"table1": table1_jobs, "table2": table2_jobs, "table3": table3_jobs}
 
 
+def extra_row_configs(kind: str, rows: list[str]) -> list[str]:
+    """Model configs that may be added to ``kind`` as extra rows: in Table 1 any model config that is not a row,
+    in Table 2 any SSNet config with ``ablation`` flags that is not a row (e.g. ``ssnet_paired_head``)."""
+    keys = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml") if p.stem not in rows)
+    if kind == "table1":
+        return keys
+    if kind == "table2":
+        return [k for k in keys if (cfg := model_config(k)).get("name") == OURS and cfg.get("ablation")]
+    return []
+
+
+EXTRA_ROW = {"table1": model_job, "table2": table2_job}
+
+
 def select_jobs(jobs: list[Job], methods: list[str] | None, kind: str = "table1") -> list[Job]:
     """The jobs named in ``methods`` (all when None), in the table's order; an unknown name is a one-line error.
 
-    In Table 1 a name that is not a row but has a model config (``configs/model/<name>.yaml``, e.g. an SSNet
-    variant such as ``ssnet_paired_head``) is added as an extra row after the table's rows, in the order given.
+    In Tables 1 and 2 a name that is not a row but has a model config (:func:`extra_row_configs`, e.g. the SSNet
+    variant ``ssnet_paired_head``) is added as an extra row after the table's rows, in the order given.
     """
     if not methods:
         return jobs
     rows = [j.method for j in jobs]
     extra = [m for m in methods if m not in rows]
-    variants = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml") if p.stem not in rows) if kind == "table1" else []
+    variants = extra_row_configs(kind, rows) if extra else []
     unknown = [m for m in extra if m not in variants]
     if unknown:
         also = f"; extra rows (model configs): {', '.join(variants)}" if variants else ""
         raise SsnetError(f"--methods: unknown method(s) {', '.join(unknown)}; available: {', '.join(rows)}{also}")
-    return [j for j in jobs if j.method in methods] + [model_job(m) for m in extra]
+    return [j for j in jobs if j.method in methods] + [EXTRA_ROW[kind](m) for m in extra]
 
 
 def ensure_phantom(data_dir: Path, difficulty: str) -> None:
@@ -259,10 +276,10 @@ def choose_profile(profile: str | None) -> tuple[str, str]:
 
 
 def ours_of(kind: str, jobs: list[Job]) -> str | None:
-    """The row tested against every other: SSNet in Table 1 (when it is a row), the full model in Table 2."""
-    if kind == "table1":
-        return OURS if OURS in {j.method for j in jobs} else None
-    return jobs[-1].method if kind == "table2" else None
+    """The row tested against every other: SSNet in Tables 1 and 2 when it is a row (Table 2: else its last row)."""
+    if OURS in {j.method for j in jobs} and kind in ("table1", "table2"):
+        return OURS
+    return jobs[-1].method if kind == "table2" and jobs else None
 
 
 def efficiency_columns(info: dict) -> dict[str, str]:

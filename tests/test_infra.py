@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -282,3 +283,32 @@ def test_tables_refuses_a_seed_given_twice(tmp_path: Path, capsys) -> None:
                 "--out", str(tmp_path / "o")]) != 0
     assert "method 'unet' seed 0 appears twice" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_tables_methods_takes_each_row_from_the_first_file_that_has_it(tmp_path: Path, capsys) -> None:
+    """``--methods`` pools overlapping files (Table 2's rows from one, an extra SSNet variant from another): each
+    method comes from the first file that has it, the rest is dropped, and Table 2's flags come from the configs."""
+    from ssnet.cli import main as cli
+    from test_tables import make_per_case
+
+    ablations = pd.concat([make_per_case(m, q, 1) for m, q in (("ssnet_static_only", 0), ("ssnet", 3))], ignore_index=True)
+    other = pd.concat([make_per_case(m, q, 1) for m, q in (("ssnet", 1), ("ssnet_paired_head", 2), ("unet", 0))],
+                      ignore_index=True)
+    a, b = tmp_path / "table2.csv", tmp_path / "table1.csv"
+    ablations.to_csv(a, index=False)
+    other.to_csv(b, index=False)
+    args = ["tables", "--kind", "table2", "--per-case", str(a), str(b), "--bundle", "--out", str(tmp_path / "o")]
+    assert cli(args) != 0 and "method 'ssnet' seed 0 appears twice" in capsys.readouterr().err
+    assert cli(args + ["--methods", "ssnet_static_only,ssnet,ssnet_paired_head"]) == 0
+    assert "ssnet: from " + str(a) in capsys.readouterr().err
+    pooled = pd.read_csv(tmp_path / "o" / "table2_per_case.csv.gz")
+    assert set(pooled["method"]) == {"ssnet_static_only", "ssnet", "ssnet_paired_head"}
+    kept = pooled[pooled["method"] == "ssnet"]["value"].to_numpy()
+    assert np.array_equal(kept, ablations[ablations["method"] == "ssnet"]["value"].to_numpy(), equal_nan=True)
+    assert not np.array_equal(kept, other[other["method"] == "ssnet"]["value"].to_numpy(), equal_nan=True)
+    rows = pd.read_csv(tmp_path / "o" / "table2_rows.csv")
+    assert rows["method"].tolist() == ["ssnet_static_only", "ssnet", "ssnet_paired_head"]
+    assert rows["label"].tolist() == ["SSNet (static only)", "SSNet", "SSNet (code head)"]
+    assert rows["motion_encoder"].tolist() == ["✗", "✓", "✓"]
+    assert cli(args + ["--methods", "ssnet,nope"]) != 0
+    assert "--methods: nope in none of the per-case files" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from ssnet import registry
 import pytest
 
 from ssnet.errors import SsnetError
-from ssnet.experiments import model_config, reproduce, select_jobs, table1_jobs, table2_jobs, table3_jobs
+from ssnet.experiments import model_config, ours_of, reproduce, select_jobs, table1_jobs, table2_jobs, table3_jobs
 
 
 def test_table_job_lists() -> None:
@@ -32,8 +32,19 @@ def test_table1_takes_a_model_config_variant_as_an_extra_row() -> None:
     assert variant.label == "SSNet (code head)" and model_config("ssnet_paired_head")["options"]["refine_head"] == "paired"
     with pytest.raises(SsnetError, match="unknown method.*nope"):
         select_jobs(table1_jobs(), ["nope"], "table1")
-    with pytest.raises(SsnetError, match="unknown method.*ssnet_paired_head"):  # Table 2 keeps its fixed rows
-        select_jobs(table2_jobs(), ["ssnet_paired_head"], "table2")
+    with pytest.raises(SsnetError, match="unknown method.*unet.*extra rows.*ssnet_paired_head"):  # Table 2: SSNet configs only
+        select_jobs(table2_jobs(), ["unet"], "table2")
+
+
+def test_table2_takes_an_ssnet_variant_as_an_extra_row_and_keeps_ssnet_as_ours() -> None:
+    """``./reproduce.sh table2 --methods ssnet_no_refinement,ssnet,ssnet_paired_head``: the ablation rows in table
+    order, then the variant with the ablation flags of its config; SSNet stays the row tested against the others."""
+    jobs = select_jobs(table2_jobs(), ["ssnet_paired_head", "ssnet", "ssnet_no_refinement"], "table2")
+    assert [j.method for j in jobs] == ["ssnet_no_refinement", "ssnet", "ssnet_paired_head"]
+    assert jobs[2].label == "SSNet (code head)" and jobs[2].overrides == ["model=ssnet_paired_head"]
+    assert set(jobs[2].columns.values()) == {"✓"} and jobs[0].columns["uncertainty_refinement"] == "✗"
+    assert ours_of("table2", jobs) == "ssnet"
+    assert ours_of("table2", jobs[:1]) == "ssnet_no_refinement"
 
 
 def test_reproduce_table1_smoke_and_reuse(tiny_split_dataset: Path, tmp_path: Path, capsys, monkeypatch) -> None:

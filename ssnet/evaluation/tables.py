@@ -23,6 +23,7 @@ import csv
 import io
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -551,6 +552,36 @@ def _registry_info(method: str) -> tuple[str, str]:
     return entry.label, entry.kind.capitalize()
 
 
+def default_row(kind: str, method: str) -> TableRow:
+    """A row when no rows CSV is given: Table 2 takes label and ablation flags from ``configs/model/<method>.yaml``
+    (as ``reproduce`` does), the other tables the registry's label and Image/Video kind."""
+    if kind == "table2":
+        from ssnet.engine.config import CONFIG_DIR
+        from ssnet.experiments import table2_job
+
+        if (CONFIG_DIR / "model" / f"{method}.yaml").exists():
+            job = table2_job(method)
+            return TableRow(method, job.label, job.columns)
+        return TableRow(method, method, {})
+    label, input_kind = _registry_info(method)
+    return TableRow(method, label, {INPUT_COL: input_kind} if kind == "table1" else {})
+
+
+def pick_methods(files: list[tuple[str, pd.DataFrame]], methods: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """Keep ``methods`` only, each from the first file that has it (said on stderr); a method in no file is an error."""
+    picked, taken = [], set()
+    for path, df in files:
+        keep = [m for m in methods if m not in taken and (df["method"] == m).any()]
+        for m in keep:
+            print(f"{m}: from {path}", file=sys.stderr)
+        taken.update(keep)
+        picked.append((path, df[df["method"].isin(keep)]))
+    missing = [m for m in methods if m not in taken]
+    if missing:
+        raise SsnetError(f"--methods: {', '.join(missing)} in none of the per-case files ({', '.join(f for f, _ in files)})")
+    return picked
+
+
 def rows_from_csv(path: str | Path) -> list[TableRow]:
     """Rows from a CSV with columns ``method``, ``label`` (optional) and any extra text columns."""
     path = Path(path)
@@ -606,12 +637,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rows", nargs="+", default=None,
                    help="CSVs with columns method, label, extra columns (row order; a later file adds the methods "
                         "the earlier ones lack, e.g. an extra row run by a separate reproduce call)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods to keep, in this row order; each is taken from the first per-case "
+                        "file that has it (e.g. Table 2's rows from one file and an extra row from another)")
     p.add_argument("--with-paper", action="store_true", help="add the paper's published numbers (private cohort)")
     p.add_argument("--bundle", action="store_true",
                    help="also write what reproduce writes beside the table: the pooled per-case CSV (.csv.gz), "
                         "summary, rows CSV and paired statistics (e.g. to pool seeds from separate reproduce calls)")
     a = p.parse_args(argv)
-    per_case = pd.concat([read_per_case(f) for f in a.per_case], ignore_index=True)
+    files = [(f, read_per_case(f)) for f in a.per_case]
+    methods = [m for m in (a.methods or "").split(",") if m]
+    if methods:
+        files = pick_methods(files, methods)
+    per_case = pd.concat([df for _, df in files], ignore_index=True)
     dup = per_case.duplicated(["method", "seed", "protocol", "scan_id", "class_id", "metric"])
     if dup.any():
         r = per_case[dup].iloc[0]
@@ -623,10 +661,7 @@ def main(argv: list[str]) -> int:
                 merged.setdefault(row.method, row)  # the first file that lists a method gives its row
         rows = list(merged.values())
     else:
-        rows = []
-        for method in dict.fromkeys(per_case["method"].astype(str)):
-            label, kind = _registry_info(method)
-            rows.append(TableRow(method, label, {INPUT_COL: kind} if a.kind == "table1" else {}))
+        rows = [default_row(a.kind, m) for m in (methods or dict.fromkeys(per_case["method"].astype(str)))]
     ours = a.ours
     if ours is None and "ssnet" in {r.method for r in rows}:
         ours = "ssnet"
