@@ -92,3 +92,16 @@ def test_sunnybrook_refit_trains_the_chosen_setting_on_train_and_val(tmp_path: P
     grid = pd.read_csv(out / "sunnybrook_grid.csv")
     assert len(grid) == 2 and grid["chosen"].sum() == 1
     assert grid.loc[grid["chosen"], "run"].item() == best.name and grid["val_dice_patient"].max() == row["val_dice_patient"]
+
+
+def test_markdown_gives_each_methods_mean_over_folds_only_with_several_folds() -> None:
+    from ssnet.sunnybrook import markdown_table
+
+    base = {"method": "UNet", "chosen": "profile", "val_dice_patient": 0.7, "trained_on": "2 patients (train)",
+            "n_test_scans": 9, "dice": "x", "hd95_mm": "y", "fov_mm": 131.5, "myo_px_outside_fov": 0, "steps": 10,
+            "train_minutes": 0.1}
+    rows = pd.DataFrame([{**base, "fold": f, "test_patient": p, "dice_mean": d, "dice_patient": dp, "hd95_mm_mean": h}
+                         for f, p, d, dp, h in ((0, "A", 0.5, 0.6, 8.0), (1, "B", 0.7, 0.8, 6.0))])
+    text = markdown_table(rows, "quick", 0)
+    assert "| UNet | 2 | A, B | 0.600 ± 0.100 | 0.700 ± 0.100 | 7.00 ± 1.00 |" in text
+    assert "Mean over folds" not in markdown_table(rows[rows["fold"] == 0], "quick", 0)
