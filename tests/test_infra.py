@@ -92,6 +92,8 @@ def test_ddp_two_processes_on_cpu(tiny_split_dataset: Path, tmp_path: Path) -> N
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "done" and info["world_size"] == 2 and info["steps"] == 2
     assert info["train_seconds_per_step"] > 0 and info["peak_memory_mb"] > 0 and "git_commit" in info
+    assert 0 < info["val_seconds"] < info["train_seconds"] and info["val_share"] == pytest.approx(
+        info["val_seconds"] / info["train_seconds"], abs=0.01)  # the smoke profile validates every 2 steps
     assert sorted(p.name for p in (run / "predictions").iterdir()) == ["P05_sl0.nii.gz", "P05_sl1.nii.gz"]
     assert len(list(run.rglob("per_case.csv"))) == 1
 

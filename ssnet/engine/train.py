@@ -97,11 +97,22 @@ class KillAtStep(Callback):
 
 
 class StepTimer(Callback):
-    """Wall time of the optimiser steps of this session (the first step, warm-up, excluded when there are more)."""
+    """Wall time of the optimiser steps of this session (the first step, warm-up, excluded when there are more)
+    and of its validation passes (``val_seconds``: issue 12 asks validation to cost <= 5 % of a run)."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
         self._t0 = 0.0
+        self.val_seconds = 0.0
+        self._v0 = 0.0
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._v0 = time.perf_counter()
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.val_seconds += time.perf_counter() - self._v0
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self._t0 = time.perf_counter()
@@ -242,6 +253,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         sps = timer.seconds_per_step(accumulate)
         write_status(run_dir, train_seconds=round(seconds_before + train_s, 1),
                      train_seconds_per_step=round(sps, 4) if sps is not None else None,
+                     val_seconds=round(timer.val_seconds, 2), val_share=round(timer.val_seconds / train_s, 4) if train_s > 0 else None,
                      peak_memory_mb=round(peak_memory_mb(trainer.strategy.root_device), 1), world_size=int(trainer.world_size))
 
         best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
