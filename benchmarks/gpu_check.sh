@@ -63,7 +63,12 @@ real_run() {  # model steps limit_s: one paper-profile run through `ssnet train`
   timeout "$limit" python3 -m ssnet.cli train model="$model" profile=paper data.dir=/tmp/phantom run_root=/tmp/runs \
     train.max_steps="$steps" train.progress_bar=false 2>&1 | grep -v Warning | tail -4 | tee -a "$LOG"
   say "train $model: $(( $(date +%s) - start )) s wall (command, with prediction and scoring)"
-  cp /tmp/runs/"$model"-*/run.json "$OUT/run_$model.json" 2>/dev/null
+  cp /tmp/runs/"$model"-*/run.json "$OUT/run_$model.json" 2>/dev/null && python3 - "$OUT/run_$model.json" <<'EOF' | tee -a "$LOG"
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"  run.json: train {d.get('train_seconds')} s, {d.get('train_seconds_per_step')} s/step, "
+      f"validation {d.get('val_seconds')} s = {d.get('val_share')} of training (bound 0.05)")
+EOF
 }
 has unet && real_run unet 3200 240
 has ssnet && real_run ssnet "$SSNET_STEPS" 560
