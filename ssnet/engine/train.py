@@ -196,7 +196,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
             atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
             atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides or []))))
             n_params, gflops = model_cost(cfg.model.name, model_kwargs(cfg))
-            seconds_before = float(read_run(run_dir).get("train_seconds") or 0) if resuming else 0.0
+            before = read_run(run_dir) if resuming else {}  # a resumed run adds to the earlier sessions' times
+            seconds_before, val_before = float(before.get("train_seconds") or 0), float(before.get("val_seconds") or 0)
             write_status(run_dir, status="running", method=method, model=cfg.model.name, seed=int(cfg.seed),
                          profile=str(cfg.profile.name), config_hash=chash, split_hash=shash, params=n_params,
                          gflops_per_clip=round(gflops, 3), data_dir=str(Path(cfg.data.dir).resolve()), **provenance())
@@ -251,9 +252,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
         if child is not None or trainer.global_rank != 0:
             return run_dir  # one set of predictions and one per_case.csv: rank 0 only
         sps = timer.seconds_per_step(accumulate)
-        write_status(run_dir, train_seconds=round(seconds_before + train_s, 1),
+        total_s, val_s = seconds_before + train_s, val_before + timer.val_seconds
+        write_status(run_dir, train_seconds=round(total_s, 1),
                      train_seconds_per_step=round(sps, 4) if sps is not None else None,
-                     val_seconds=round(timer.val_seconds, 2), val_share=round(timer.val_seconds / train_s, 4) if train_s > 0 else None,
+                     val_seconds=round(val_s, 2), val_share=round(val_s / total_s, 4) if total_s > 0 else None,
                      peak_memory_mb=round(peak_memory_mb(trainer.strategy.root_device), 1), world_size=int(trainer.world_size))
 
         best_path = Path(best.best_model_path) if best.best_model_path else ckpt_dir / "last.ckpt"
