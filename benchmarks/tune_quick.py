@@ -4,7 +4,7 @@
         --methods ssnet,unet --out results/quick/tuning.csv [--data DIR] [hydra overrides ...]
 
 Each combination of ``--grid`` values is trained for every method with the quick profile (runs under
-``runs/tune``; finished runs are reused), then predicted and scored on the **validation** split only
+``runs/tune``; finished runs of the same config and split are reused), then predicted and scored on the **validation** split only
 (``ssnet.engine.tuning.val_per_case``). One CSV row per (setting, method): the paper-protocol MVO Dice, the
 MVO-positive Dice, the scans with MVO predicted, the infarct Dice, the no-MVO floor and the training time.
 The test split is predicted by each run (as every run does) but never read here, unless ``--report-test``

@@ -21,8 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from ssnet import registry
+from ssnet.data.contract import split_hash
 from ssnet.engine.config import CONFIG_DIR, compose, config_hash
-from ssnet.engine.runs import is_done, read_run
+from ssnet.engine.runs import find_finished, read_run
 from ssnet.errors import SsnetError
 
 # Table 1 order of the paper; registered models not listed here follow, alphabetically, before SSNet.
@@ -164,33 +165,10 @@ class Planned:
     why_retrain: str | None = None
 
 
-def find_finished(run_root: Path, name: str, current_code: str | None) -> tuple[Path | None, str | None]:
-    """The newest finished, reusable run folder ``name`` / ``name-2`` / …, or ``(None, why not)``.
-
-    A finished run is reusable when its training code equals the current one
-    (:func:`ssnet.engine.provenance.stale_reason`); ``current_code=None`` skips that check.
-    """
-    from ssnet.engine.provenance import stale_reason
-
-    done = []
-    for i in range(1, 10_000):
-        d = run_root / (name if i == 1 else f"{name}-{i}")
-        if not d.exists():
-            if i > 1:
-                break
-            continue
-        if is_done(d) and (d / "per_case.csv").exists():
-            done.append(d)
-    why = None
-    for d in reversed(done):
-        why = stale_reason(read_run(d), current_code) if current_code else None
-        if why is None:
-            return d, None
-    return None, (f"{done[-1].name}: {why}" if done else None)
-
-
-def plan(jobs: list[Job], base: list[str], seeds: list[int], run_root: Path, check_code: bool = True) -> list[Planned]:
-    """Every (row, seed) of a table with its run name and, when reusable, its finished folder."""
+def plan(jobs: list[Job], base: list[str], seeds: list[int], run_root: Path, check_code: bool = True,
+         split: str | None = None) -> list[Planned]:
+    """Every (row, seed) of a table with its run name and, when reusable, its finished folder (trained with the
+    current code unless ``check_code`` is false, and on the split whose hash is ``split`` when given)."""
     from ssnet.engine.provenance import code_hash
 
     current = code_hash() if check_code else None
@@ -199,7 +177,7 @@ def plan(jobs: list[Job], base: list[str], seeds: list[int], run_root: Path, che
         for seed in seeds:
             overrides = base + job.overrides + [f"seed={seed}"]
             name = run_name(compose(overrides))
-            run_dir, why = find_finished(run_root, name, current)
+            run_dir, why = find_finished(run_root, name, current, split)
             out.append(Planned(job, seed, overrides, name, run_dir, why))
     return out
 
@@ -338,7 +316,7 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
     ensure_paper_split(data_dir)
     run_root = out_dir / "runs"
     base = [f"profile={profile}", f"data.dir={data_dir}", f"run_root={run_root}"] + list(extra or [])
-    planned = plan(jobs, base, seeds, run_root.resolve())
+    planned = plan(jobs, base, seeds, run_root.resolve(), split=split_hash(data_dir))
     todo = [p for p in planned if p.run_dir is None]
     jobs_file = out_dir / f"{kind}_jobs.json"
     submitted = launch.read_jobs(jobs_file)

@@ -314,3 +314,24 @@ def test_tables_methods_takes_each_row_from_the_first_file_that_has_it(tmp_path:
     assert rows["motion_encoder"].tolist() == ["✗", "✓", "✓"]
     assert cli(args + ["--methods", "ssnet,nope"]) != 0
     assert "--methods: nope in none of the per-case files" in capsys.readouterr().err
+
+
+def test_find_finished_takes_the_newest_run_of_this_split_and_code(tmp_path: Path) -> None:
+    from ssnet.engine.runs import find_finished
+
+    def run(name: str, split: str, code: str, status: str = "done") -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"status": status, "split_hash": split, "code_hash": code}))
+        (tmp_path / name / "per_case.csv").write_text("x\n")
+
+    assert find_finished(tmp_path, "r") == (None, None)
+    run("r", "s1", "c1")
+    run("r-2", "s2", "c1")
+    run("r-3", "s1", "c1", status="running")
+    assert find_finished(tmp_path, "r", "c1", "s1")[0] == tmp_path / "r"
+    assert find_finished(tmp_path, "r", "c1", "s2")[0] == tmp_path / "r-2"
+    assert find_finished(tmp_path, "r", None, None)[0] == tmp_path / "r-2"  # no checks: the newest finished run
+    none, why = find_finished(tmp_path, "r", "c1", "s3")
+    assert none is None and why.startswith("r-2: it was trained on another split (split hash s2")
+    none, why = find_finished(tmp_path, "r", "c2", "s2")
+    assert none is None and "training code changed" in why

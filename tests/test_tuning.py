@@ -73,3 +73,28 @@ def test_refiner_diagnosis_records_a_training_run(tiny_split_dataset: Path, tmp_
                       "data.spacing_mm=null"]) == 0
     steps = pd.read_csv(out)
     assert list(steps["step"]) == [0, 1] and "E_abs" not in steps  # UNet has no refinement: M columns only
+
+
+def test_a_run_trained_on_another_split_is_not_reused(tiny_split_dataset: Path, tmp_path: Path, capsys) -> None:
+    """After the split changes (e.g. ``ssnet split --force``), a finished run of the old split is retrained."""
+    import json
+    import shutil
+
+    from ssnet.engine.tuning import train_or_reuse
+
+    data = tmp_path / "copy"
+    shutil.copytree(tiny_split_dataset, data)
+    overrides = ["model=unet", "profile=smoke", f"data.dir={data}", f"run_root={tmp_path / 'runs'}", "data.size=48",
+                 "data.frames=4", "data.spacing_mm=null"]
+    first = train_or_reuse(overrides)
+    assert train_or_reuse(overrides) == first  # same split: reused
+    split = pd.read_csv(data / "split.csv")
+    split.loc[split["subject_id"] == "P03", "split"] = "val"
+    split.to_csv(data / "split.csv", index=False)
+    capsys.readouterr()
+    second = train_or_reuse(overrides)
+    assert second != first and second.name == f"{first.name}-2"
+    assert "trained on another split" in capsys.readouterr().err
+    hashes = [json.loads((d / "run.json").read_text())["split_hash"] for d in (first, second)]
+    assert hashes[0] != hashes[1]
+    assert train_or_reuse(overrides) == second  # the new split's run is found under its -2 name

@@ -16,7 +16,8 @@ the set: they are recomputed from the predictions on every ``reproduce`` call.
 
 ``ssnet reproduce`` reuses a finished run only when its ``code_hash`` equals the current one
 (equivalently: ``git diff --quiet <git_commit> -- CODE_PATHS`` and no uncommitted change under those
-paths at either end); otherwise it retrains and says why in one line (:func:`stale_reason`).
+paths at either end) and it was trained on the current split (:func:`ssnet.engine.runs.find_finished`);
+otherwise it retrains and says why in one line (:func:`stale_reason`).
 """
 from __future__ import annotations
 

@@ -90,3 +90,36 @@ def write_status(run_dir: Path, **fields: Any) -> None:
     data = read_run(run_dir)
     data.update(fields)
     atomic_write_json(data, run_dir / "run.json")
+
+
+def find_finished(run_root: Path, name: str, current_code: str | None = None,
+                  current_split: str | None = None) -> tuple[Path | None, str | None]:
+    """The newest finished, reusable run folder ``name`` / ``name-2`` / …, or ``(None, why not)``.
+
+    A finished run is reusable when it was trained on the data's current split (``current_split``: the hash of
+    ``split.csv``; a run of another split is never reused, e.g. after ``ssnet split --force``) and, when
+    ``current_code`` is given, with the current training code (:func:`ssnet.engine.provenance.stale_reason`).
+    """
+    from ssnet.engine.provenance import stale_reason
+
+    done = []
+    for i in range(1, 10_000):
+        d = Path(run_root) / (name if i == 1 else f"{name}-{i}")
+        if not d.exists():
+            if i > 1:
+                break
+            continue
+        if is_done(d) and (d / "per_case.csv").exists():
+            done.append(d)
+    newest_why = None
+    for d in reversed(done):
+        info = read_run(d)
+        recorded = info.get("split_hash")
+        if current_split and recorded and recorded != current_split:
+            why = f"it was trained on another split (split hash {recorded}; split.csv now {current_split})"
+        else:
+            why = stale_reason(info, current_code) if current_code else None
+        if why is None:
+            return d, None
+        newest_why = newest_why or f"{d.name}: {why}"
+    return None, newest_why

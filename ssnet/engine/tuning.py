@@ -33,18 +33,19 @@ def parse_grid(items: list[str] | None) -> list[list[str]]:
 
 
 def train_or_reuse(overrides: list[str]) -> Path:
-    """Train one run, or reuse a finished one with the same resolved config."""
+    """Train one run, or reuse a finished one with the same resolved config, trained on the data's current split."""
     from ssnet.engine.config import compose, config_hash
-    from ssnet.engine.runs import is_done
-    from ssnet.engine.train import train
+    from ssnet.engine.runs import find_finished
+    from ssnet.engine.train import ensure_split, train
 
     cfg = compose(overrides)
     name = f"{cfg.get('method') or cfg.model.key}-{cfg.profile.name}-s{cfg.seed}-{config_hash(cfg)}"
-    run_dir = Path(cfg.run_root).resolve() / name
-    if is_done(run_dir) and (run_dir / "per_case.csv").exists():
+    run_root = Path(cfg.run_root).resolve()
+    run_dir, why = find_finished(run_root, name, current_split=ensure_split(cfg))
+    if run_dir is not None:
         print(f"reusing {run_dir}", file=sys.stderr)
         return run_dir
-    print(f"training {cfg.model.key} -> {run_dir}", file=sys.stderr)
+    print(f"training {cfg.model.key} -> {run_root / name}" + (f" (not reusing {why})" if why else ""), file=sys.stderr)
     return train(cfg, overrides)
 
 
