@@ -22,8 +22,8 @@ import pandas as pd
 
 from ssnet import registry
 from ssnet.data.contract import split_hash
-from ssnet.engine.config import CONFIG_DIR, compose, config_hash
-from ssnet.engine.runs import find_finished, read_run
+from ssnet.engine.config import CONFIG_DIR, compose
+from ssnet.engine.runs import find_finished, read_run, run_name
 from ssnet.errors import SsnetError
 
 # Table 1 order of the paper; registered models not listed here follow, alphabetically, before SSNet.
@@ -146,11 +146,6 @@ def ensure_paper_split(data_dir: Path) -> None:
         return
     n = len(read_manifest(data_dir))
     make_split(data_dir, seed=0, target_scans=PAPER_SCANS if n == sum(PAPER_SCANS) else None)
-
-
-def run_name(cfg) -> str:
-    """The deterministic run folder name (as ``ssnet train`` makes it): ``<method>-<profile>-s<seed>-<config hash>``."""
-    return f"{cfg.get('method') or cfg.model.key}-{cfg.profile.name}-s{cfg.seed}-{config_hash(cfg)}"
 
 
 @dataclass

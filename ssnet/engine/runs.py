@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ssnet.engine.config import config_hash
 from ssnet.errors import SsnetError
 from ssnet.io import atomic_write_json
 
@@ -90,6 +91,11 @@ def write_status(run_dir: Path, **fields: Any) -> None:
     data = read_run(run_dir)
     data.update(fields)
     atomic_write_json(data, run_dir / "run.json")
+
+
+def run_name(cfg: Any) -> str:
+    """The deterministic run folder name ``ssnet train`` uses: ``<method>-<profile>-s<seed>-<config hash>``."""
+    return f"{cfg.get('method') or cfg.model.key}-{cfg.profile.name}-s{cfg.seed}-{config_hash(cfg)}"
 
 
 def find_finished(run_root: Path, name: str, current_code: str | None = None,

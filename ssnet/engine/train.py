@@ -33,7 +33,7 @@ from ssnet.engine.memory import peak_memory_mb, reset_peak_memory
 from ssnet.engine.models_cli import model_cost
 from ssnet.engine.predict import predict_dataset
 from ssnet.engine.provenance import provenance
-from ssnet.engine.runs import acquire_run_dir, read_run, release, write_status
+from ssnet.engine.runs import acquire_run_dir, read_run, release, run_name, write_status
 from ssnet.errors import SsnetError, input_error
 from ssnet.io import atomic_write_text
 
@@ -183,7 +183,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> Path:
     shash = ensure_split(cfg)
     chash = config_hash(cfg)
     method = cfg.get("method") or cfg.model.key
-    name = cfg.run_name or f"{method}-{cfg.profile.name}-s{cfg.seed}-{chash}"
+    name = cfg.run_name or run_name(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     fit_parts, select = fit_selection(cfg.train)  # config errors before a folder is made
     shifts = time_shifts(cfg.data)

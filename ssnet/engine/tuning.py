@@ -34,12 +34,12 @@ def parse_grid(items: list[str] | None) -> list[list[str]]:
 
 def train_or_reuse(overrides: list[str]) -> Path:
     """Train one run, or reuse a finished one with the same resolved config, trained on the data's current split."""
-    from ssnet.engine.config import compose, config_hash
-    from ssnet.engine.runs import find_finished
+    from ssnet.engine.config import compose
+    from ssnet.engine.runs import find_finished, run_name
     from ssnet.engine.train import ensure_split, train
 
     cfg = compose(overrides)
-    name = f"{cfg.get('method') or cfg.model.key}-{cfg.profile.name}-s{cfg.seed}-{config_hash(cfg)}"
+    name = run_name(cfg)
     run_root = Path(cfg.run_root).resolve()
     run_dir, why = find_finished(run_root, name, current_split=ensure_split(cfg))
     if run_dir is not None:
