@@ -114,15 +114,32 @@ def choose_spacing(fold_dir: Path, size: int, candidates=SPACING_CANDIDATES) -> 
     return min(missed, key=lambda k: (missed[k], k)), missed
 
 
-def val_dice(run_dir: Path, fold_dir: Path) -> tuple[float, float]:
+def val_dice(run_dir: Path, fold_dir: Path, tta: str = "none") -> tuple[float, float]:
     """LV-myocardium Dice of a finished run on the validation patient: (mean over slices, pooled over the
-    patient). Predictions are kept in the run folder."""
-    df = val_per_case(run_dir, fold_dir, protocol="strict", classes=(MYO,))
+    patient), predicted with test-time augmentation ``tta``. Predictions are kept in the run folder."""
+    df = val_per_case(run_dir, fold_dir, protocol="strict", classes=(MYO,), tta=tta)
     dsc = df[df.metric == "dsc"]
     return float(dsc["value"].mean()), pooled_dice(dsc)
 
 
-def ed_figure(fold_dir: Path, runs: dict[str, Path], out: Path, n_slices: int = 3) -> None:
+def test_myocardium(run_dirs: list[Path], fold_dir: Path, pred_dir: Path, tta: str = "none") -> pd.DataFrame:
+    """Strict per-case LV-myocardium rows of the test patient: a single run's own test predictions when there is
+    one run and no test-time augmentation, else the ensemble of ``run_dirs`` (softmax averaged over runs and
+    ``tta`` transforms) predicted into ``pred_dir`` and scored there."""
+    from ssnet.engine.predict import predict_run
+    from ssnet.evaluation.score import read_per_case, score_predictions
+
+    if len(run_dirs) == 1 and tta == "none":
+        df = read_per_case(run_dirs[0] / "per_case.csv")
+    else:
+        if not (pred_dir / ".done").exists():
+            predict_run(run_dirs, fold_dir, pred_dir, split="test", force=True, tta=tta)
+            atomic_write_text(pred_dir / ".done", "\n".join(r.name for r in run_dirs) + "\n")
+        df = score_predictions(fold_dir, pred_dir, split="test", protocol="strict", classes=(MYO,))
+    return df[(df["class_id"] == MYO) & (df["protocol"] == "strict")].copy()
+
+
+def ed_figure(fold_dir: Path, predictions: dict[str, Path], out: Path, n_slices: int = 3) -> None:
     """ED frames of the test patient's middle slices with expert (green) and predicted contours, PNG."""
     import matplotlib
 
@@ -145,13 +162,13 @@ def ed_figure(fold_dir: Path, runs: dict[str, Path], out: Path, n_slices: int = 
         ax.imshow(cine[0][win], cmap="gray")
         if label is not None:
             ax.contour(label[win] == MYO, levels=[0.5], colors="lime", linewidths=1.2)
-        for key, run_dir in runs.items():
-            pred = load_label_map(run_dir / "predictions" / f"{scan.scan_id}.nii.gz")
+        for key, pred_dir in predictions.items():
+            pred = load_label_map(pred_dir / f"{scan.scan_id}.nii.gz")
             ax.contour(pred[win] == MYO, levels=[0.5], colors=colours.get(key, "tab:blue"), linewidths=1.0, linestyles="--")
         ax.set_title(scan.scan_id, fontsize=9)
         ax.axis("off")
     handles = [plt.Line2D([], [], color="lime", label="expert")]
-    handles += [plt.Line2D([], [], color=colours.get(k, "tab:blue"), ls="--", label=dict(MODELS).get(k, k)) for k in runs]
+    handles += [plt.Line2D([], [], color=colours.get(k, "tab:blue"), ls="--", label=dict(MODELS).get(k, k)) for k in predictions]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     buf = io.BytesIO()
@@ -176,13 +193,18 @@ def _fmt(values: pd.Series, digits: int) -> str:
     return "n/a" if v.empty else f"{v.mean():.{digits}f} ± {v.std(ddof=0):.{digits}f}"
 
 
-def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: int = 1, seed: int = 0,
+def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: int = 1, seed: int | list[int] = 0,
                   extra: list[str] | None = None, force: bool = False, grid: list[str] | None = None,
-                  models: list[str] | None = None, refit: bool = False) -> dict[str, Path]:
-    """The whole benchmark; returns the written files."""
+                  models: list[str] | None = None, refit: bool = False, tta: str = "none") -> dict[str, Path]:
+    """The whole benchmark; returns the written files.
+
+    ``seed``: one seed, or several: the grid is trained with the first, the chosen settings (refit or not) with
+    every seed, and the test patient is predicted by their ensemble (softmax averaged); each seed's own test Dice
+    is reported beside it. ``tta``: test-time augmentation for validation (the choice) and test alike.
+    """
     from ssnet.engine.config import compose
+    from ssnet.engine.predict import tta_transforms
     from ssnet.engine.runs import read_run
-    from ssnet.evaluation.score import read_per_case
 
     out_dir = Path(out_dir)
     written = {"csv": out_dir / "sunnybrook.csv", "md": out_dir / "sunnybrook.md",
@@ -192,6 +214,10 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
         raise input_error(written["csv"], "already exists; pass --force to overwrite the benchmark tables")
     if not any(s.label is not None for s in scans(data_dir)):
         raise input_error(data_dir / "manifest.csv", "no labels: the benchmark needs the expert contours")
+    seeds = [int(seed)] if isinstance(seed, int) else [int(v) for v in seed]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SsnetError(f"--seeds: give distinct seeds, got {seeds}")
+    tta_transforms(tta)
     extra = list(extra or [])
     size = int(compose([f"profile={profile}", *extra]).data.size)
     combos = parse_grid(grid)
@@ -199,7 +225,9 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
     if unknown:
         raise SsnetError(f"--models: unknown {', '.join(unknown)}; available: {', '.join(dict(MODELS))}")
     chosen_models = [(k, v) for k, v in MODELS if not models or k in models]
-    per_case, rows, grid_rows, fig_runs = [], [], [], {}
+    inference = " + ".join(t for t in ((f"ensemble of seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else ""),
+                                       (f"TTA {tta}" if tta != "none" else "")) if t) or "single run"
+    per_case, rows, grid_rows, fig_preds = [], [], [], {}
     for fold in range(int(folds)):
         fold_dir = out_dir / "folds" / f"fold{fold}"
         parts = make_fold(data_dir, fold_dir, fold)
@@ -212,26 +240,30 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
         print(f"fold {fold}: test {test_patient}, val {val_patient}; data.spacing_mm={spacing:g} "
               f"(field of view {spacing * size:.0f} mm; train/val myocardium outside it per candidate: {missed})", file=sys.stderr)
         for key, label in chosen_models:
-            base = [f"model={key}", f"profile={profile}", f"data.dir={fold_dir.resolve()}",
-                    f"data.spacing_mm={spacing}", f"run_root={(out_dir / 'runs').resolve()}", f"seed={seed}",
-                    f"method={key}", *[o for o in extra if not o.startswith("data.spacing_mm=")]]
+            def base(s: int) -> list[str]:
+                return [f"model={key}", f"profile={profile}", f"data.dir={fold_dir.resolve()}",
+                        f"data.spacing_mm={spacing}", f"run_root={(out_dir / 'runs').resolve()}", f"seed={s}",
+                        f"method={key}", *[o for o in extra if not o.startswith("data.spacing_mm=")]]
             start = time.perf_counter()
             tried = []
             for combo in combos:
-                run_dir = train_or_reuse(base + combo)
-                tried.append((*val_dice(run_dir, fold_dir), combo, run_dir))
+                run_dir = train_or_reuse(base(seeds[0]) + combo)
+                tried.append((*val_dice(run_dir, fold_dir, tta), combo, run_dir))
                 print(f"  {key} {' '.join(combo) or '(profile settings)'}: validation myocardium Dice "
-                      f"{tried[-1][0]:.4f} per slice, {tried[-1][1]:.4f} pooled", file=sys.stderr)
-            best_val, best_val_patient, chosen, run_dir = max(tried, key=lambda t: t[1])  # the patient's Dice
+                      f"{tried[-1][0]:.4f} per slice, {tried[-1][1]:.4f} pooled (TTA {tta})", file=sys.stderr)
+            best_val, best_val_patient, chosen, grid_run = max(tried, key=lambda t: t[1])  # the patient's Dice
             grid_rows += [{"method": label, "fold": fold, "val_patient": val_patient, "setting": " ".join(c) or "profile",
-                           "val_dice": round(v, 4), "val_dice_patient": round(vp, 4), "chosen": c == chosen, "run": r.name}
-                          for v, vp, c, r in tried]
-            if refit:  # the chosen settings again, trained on the training and validation patients, final weights
-                run_dir = train_or_reuse(base + chosen + list(REFIT_OVERRIDES))
+                           "val_dice": round(v, 4), "val_dice_patient": round(vp, 4), "tta": tta, "chosen": c == chosen,
+                           "run": r.name} for v, vp, c, r in tried]
+            # the chosen settings with every seed; with --refit trained on the training and validation patients
+            final = [train_or_reuse(base(s) + chosen + list(REFIT_OVERRIDES)) if refit
+                     else grid_run if s == seeds[0] else train_or_reuse(base(s) + chosen) for s in seeds]
+            single = [pooled_dice(test_myocardium([r], fold_dir, r / "predictions").query("metric == 'dsc'"))
+                      for r in final]
+            pred_dir = fold_dir / "predictions" / f"{key}-seeds{'-'.join(map(str, seeds))}-tta-{tta}"
+            df = test_myocardium(final, fold_dir, pred_dir, tta)
             minutes = (time.perf_counter() - start) / 60
-            info = read_run(run_dir)
-            df = read_per_case(run_dir / "per_case.csv")
-            df = df[(df["class_id"] == MYO) & (df["protocol"] == "strict")].copy()
+            info = read_run(final[0])
             df["fold"] = fold
             per_case.append(df)
             dsc, hd95 = df[df.metric == "dsc"]["value"], df[df.metric == "hd95"]["value"]
@@ -239,29 +271,35 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
             rows.append({"method": label, "fold": fold, "test_patient": test_patient, "val_patient": val_patient,
                          "chosen": " ".join(chosen) or "profile", "val_dice": round(best_val, 4), "val_dice_patient": round(best_val_patient, 4),
                          "trained_on": f"{len(parts) - 1} patients (train + val, refit)" if refit else f"{len(parts) - 2} patients (train)",
+                         "inference": inference, "seeds": ",".join(map(str, seeds)), "tta": tta,
                          "n_test_scans": int(df.scan_id.nunique()), "dice_mean": round(float(dsc.mean()), 4),
-                         "dice_sd": round(float(dsc.std(ddof=0)), 4), "dice_patient": round(patient, 4), "hd95_mm_mean": round(float(hd95.mean()), 2),
+                         "dice_sd": round(float(dsc.std(ddof=0)), 4), "dice_patient": round(patient, 4),
+                         "dice_patient_per_seed": " / ".join(f"{v:.4f}" for v in single),
+                         "hd95_mm_mean": round(float(hd95.mean()), 2),
                          "hd95_mm_sd": round(float(hd95.std(ddof=0)), 2), "dice": _fmt(dsc, 3), "hd95_mm": _fmt(hd95, 2),
                          "spacing_mm": spacing, "fov_mm": round(spacing * size, 1),
                          "myo_px_outside_fov": (info.get("test_gt_outside_fov_px") or {}).get("myocardium"),
-                         "steps": info.get("steps"), "train_minutes": round(float(info.get("train_seconds") or 0) / 60, 1),
-                         "wall_minutes_this_call": round(minutes, 1), "run": run_dir.name})
+                         "steps": info.get("steps"), "train_minutes": round(sum(float(read_run(r).get("train_seconds") or 0) for r in final) / 60, 1),
+                         "wall_minutes_this_call": round(minutes, 1), "run": " ".join(r.name for r in final)})
             if fold == 0:
-                fig_runs[key] = run_dir
-    ed_figure(out_dir / "folds" / "fold0", fig_runs, written["figure"])
+                fig_preds[key] = pred_dir if (len(final) > 1 or tta != "none") else final[0] / "predictions"
+    ed_figure(out_dir / "folds" / "fold0", fig_preds, written["figure"])
     table = pd.DataFrame(rows)
     atomic_write_csv(table, written["csv"], overwrite=True)
     atomic_write_csv(pd.concat(per_case, ignore_index=True), written["per_case"], overwrite=True)
     atomic_write_csv(pd.DataFrame(grid_rows), written["grid"], overwrite=True)
-    atomic_write_text(written["md"], markdown_table(table, profile, seed), overwrite=True)
+    atomic_write_text(written["md"], markdown_table(table, profile, seeds), overwrite=True)
     return written
 
 
-def markdown_table(table: pd.DataFrame, profile: str, seed: int) -> str:
+def markdown_table(table: pd.DataFrame, profile: str, seed: int | list[int]) -> str:
     """``sunnybrook.md`` from the rows of ``sunnybrook.csv``; with several folds, also each method's mean over folds
     (every patient held out once when ``--folds`` is the patient count)."""
-    cols = ["method", "fold", "test_patient", "chosen", "val_dice_patient", "trained_on", "n_test_scans", "dice",
-            "dice_patient", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps", "train_minutes"]
+    cols = ["method", "fold", "test_patient", "chosen", "val_dice_patient", "trained_on", "inference", "n_test_scans",
+            "dice", "dice_patient", "dice_patient_per_seed", "hd95_mm", "fov_mm", "myo_px_outside_fov", "steps",
+            "train_minutes"]
+    cols = [c for c in cols if c in table.columns]
+    seeds = ", ".join(map(str, seed)) if isinstance(seed, (list, tuple)) else str(seed)
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in table.to_dict("records")]
     if table["fold"].nunique() > 1:
@@ -272,7 +310,7 @@ def markdown_table(table: pd.DataFrame, profile: str, seed: int) -> str:
                       f"{_fmt(g['dice_patient'], 3)} | {_fmt(g['hd95_mm_mean'], 2)} |")
     note = (f"\nLV myocardium (class 1), strict protocol, native grid, mean ± SD over the held-out patient's ED slices; "
             f"dice_patient: one Dice over all of the patient's ED slices pooled (the volume Dice of cardiac challenges); "
-            f"profile {profile}, seed {seed}. HD95 in mm. Sunnybrook has no infarct/MVO labels (K = 4 trained, classes 2–3 absent).\n")
+            f"profile {profile}, seed(s) {seeds}; dice_patient_per_seed: each seed's run alone, without TTA. HD95 in mm. Sunnybrook has no infarct/MVO labels (K = 4 trained, classes 2–3 absent).\n")
     return "\n".join(md) + "\n" + note
 
 
@@ -280,7 +318,12 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ssnet reproduce sunnybrook", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     p.add_argument("--folds", type=int, default=1, help="number of folds (test patient rotates; default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="several seeds: the grid runs with the first, the chosen settings with each, and the test "
+                        "patient is predicted by their ensemble (softmax averaged); replaces --seed")
+    p.add_argument("--tta", default="none", choices=["none", "flip", "dihedral"],
+                   help="test-time augmentation of the validation (choice) and test predictions (default none)")
     p.add_argument("--src", type=Path, default=DEFAULT_SRC, help="Sunnybrook source (DICOM tarballs + contours)")
     p.add_argument("--data", type=Path, default=None, help="an imported dataset (default: data/sunnybrook, imported once)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/sunnybrook)")
@@ -302,8 +345,12 @@ def main(argv: list[str]) -> int:
         raise input_error(data_dir / "manifest.csv", "dataset not found")
     out = a.out or Path("results") / ("sunnybrook" if a.profile == "quick" else f"sunnybrook-{a.profile}")
     start = time.perf_counter()
-    written = run_benchmark(data_dir, out, a.profile, a.folds, a.seed, a.overrides, force=a.force, grid=a.grid,
-                            models=[m.strip() for m in a.models.split(",") if m.strip()], refit=a.refit)
+    try:
+        seeds = [int(v) for v in a.seeds.split(",") if v.strip()] if a.seeds else a.seed
+    except ValueError:
+        raise SsnetError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
+    written = run_benchmark(data_dir, out, a.profile, a.folds, seeds, a.overrides, force=a.force, grid=a.grid,
+                            models=[m.strip() for m in a.models.split(",") if m.strip()], refit=a.refit, tta=a.tta)
     for key, path in written.items():
         print(f"{key}: {path}")
     print(Path(written["md"]).read_text())

@@ -105,3 +105,36 @@ def test_markdown_gives_each_methods_mean_over_folds_only_with_several_folds() -
     text = markdown_table(rows, "quick", 0)
     assert "| UNet | 2 | A, B | 0.600 ± 0.100 | 0.700 ± 0.100 | 7.00 ± 1.00 |" in text
     assert "Mean over folds" not in markdown_table(rows[rows["fold"] == 0], "quick", 0)
+
+
+def test_sunnybrook_seed_ensemble_with_tta(tmp_path: Path, capsys) -> None:
+    """``--seeds 0,1 --tta flip``: the grid runs once, the chosen setting once per seed, and the test patient is
+    predicted by the two-seed ensemble with flips; each seed's own Dice is reported beside the ensemble's."""
+    from ssnet.engine.predict import predict_run
+    from ssnet.evaluation.score import score_predictions
+    from ssnet.sunnybrook import pooled_dice
+
+    data = make_nonsquare_dataset(tmp_path / "data")
+    out = tmp_path / "results"
+    code = cli(["reproduce", "sunnybrook", "--profile", "smoke", "--data", str(data), "--out", str(out), "--models", "unet",
+                "--seeds", "0,1", "--tta", "flip", "--grid", "train.lr=1e-4,1e-3", "data.size=32", "train.max_steps=2",
+                "train.val_every=1"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    row = pd.read_csv(out / "sunnybrook.csv").iloc[0]
+    assert row["seeds"] == "0,1" and row["tta"] == "flip" and "ensemble of seeds 0,1" in row["inference"]
+    finals = [out / "runs" / name for name in row["run"].split()]
+    assert len(finals) == 2 and len(list((out / "runs").iterdir())) == 3  # two grid cells (seed 0) + the chosen one at seed 1
+    assert "seed=1" in (finals[1] / ".hydra" / "overrides.yaml").read_text()
+    assert len(str(row["dice_patient_per_seed"]).split(" / ")) == 2
+    grid = pd.read_csv(out / "sunnybrook_grid.csv")
+    assert (grid["tta"] == "flip").all() and (finals[0] / "val_predictions_tta-flip" / ".done").exists()
+    # the reported Dice is the ensemble's: predicting the two runs again with flips reproduces it
+    again = tmp_path / "again"
+    predict_run(finals, out / "folds" / "fold0", again, split="test", tta="flip")
+    dsc = score_predictions(out / "folds" / "fold0", again, split="test", protocol="strict", classes=(1,))
+    assert pooled_dice(dsc[dsc.metric == "dsc"]) == pytest.approx(row["dice_patient"], abs=1e-4)
+    assert "ensemble of seeds 0,1 + TTA flip" in (out / "sunnybrook.md").read_text()
+    capsys.readouterr()
+    assert cli(["reproduce", "sunnybrook", "--profile", "smoke", "--data", str(data), "--out", str(tmp_path / "r2"),
+                "--seeds", "1,1"]) == 1
+    assert "distinct seeds" in capsys.readouterr().err

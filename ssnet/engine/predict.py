@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,13 +26,64 @@ from ssnet.io import save_nifti
 PROB_DIR = "probabilities"
 
 
+TTA = ("none", "flip", "dihedral")
+
+
+def tta_transforms(tta: str) -> list[tuple[int, bool]]:
+    """Test-time augmentations as (quarter turns, transpose-free flip of W) pairs over the last two axes.
+
+    ``none``: identity; ``flip``: identity and the three flips (H, W, both = a half turn); ``dihedral``: the
+    eight symmetries of the square (the training augmentation draws flips and any rotation, so every one
+    of them is an image the model was trained on).
+    """
+    if tta not in TTA:
+        raise SsnetError(f"--tta must be one of {', '.join(TTA)}, got {tta!r}")
+    if tta == "none":
+        return [(0, False)]
+    if tta == "flip":
+        return [(0, False), (0, True), (2, False), (2, True)]  # W flip; half turn = H+W flip; H flip = half turn + W flip
+    return [(k, f) for k in range(4) for f in (False, True)]
+
+
+def _apply(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, turns, dims=(-2, -1)) if turns else x
+    return x.flip(-1) if flip else x
+
+
+def _undo(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    x = x.flip(-1) if flip else x
+    return torch.rot90(x, -turns, dims=(-2, -1)) if turns else x
+
+
+def averaged_probabilities(nets: Sequence[torch.nn.Module], frames: torch.Tensor, tta: str = "none"
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class probabilities (B, K, H, W) averaged over ``nets`` (an ensemble) and the test-time augmentations,
+    each mapped back before averaging; plus the models' uncertainty map averaged the same way (or None)."""
+    from ssnet.models.base import as_output
+
+    probs, unc, n = None, None, 0
+    for net in nets:
+        for turns, flip in tta_transforms(tta):
+            out = as_output(net(_apply(frames, turns, flip)))
+            p = _undo(out.logits.float().softmax(1), turns, flip)
+            probs = p if probs is None else probs + p
+            u = out.aux.get("uncertainty")
+            if u is not None:  # (B, 1, H, W) in SSNet; a per-class map is reduced to its maximum
+                u = u.float().unsqueeze(1) if u.ndim == 3 else u.float().flatten(1, -3).amax(1, keepdim=True)
+                u = _undo(u, turns, flip)
+                unc = u if unc is None else unc + u
+            n += 1
+    return probs / n, (unc / n if unc is not None else None)
+
+
 def predict_dataset(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Sequence[torch.nn.Module],
     dataset,
     out_dir: Path,
     batch_size: int,
     device: torch.device,
     probabilities: bool = False,
+    tta: str = "none",
 ) -> float:
     """Write every clip's arg-max label map on its native grid (and probabilities); return ms per clip.
 
@@ -39,29 +91,27 @@ def predict_dataset(
     back to the native grid (linear un-resampling when ``data.spacing_mm`` resampled the scan).
 
     Args:
-        model: a registered model, or a module whose ``.model`` is one (the Lightning module).
+        model: a registered model, or a module whose ``.model`` is one (the Lightning module), or a
+            list of them: an ensemble whose softmax probabilities are averaged.
         dataset: a :class:`~ssnet.data.dataset.CineDataset` (its ``geometries`` give the inverse maps).
         out_dir: folder of ``<scan_id>.nii.gz``.
         batch_size: clips per forward pass.
         device: where the model runs.
         probabilities: also write class probabilities and the uncertainty map (when present).
+        tta: test-time augmentation, one of :data:`TTA` (probabilities averaged; default none).
     """
-    from ssnet.models.base import as_output
-
-    net = getattr(model, "model", model)
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    nets = [getattr(m, "model", m).eval().to(device) for m in models]
+    tta_transforms(tta)  # validate before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    net.eval().to(device)
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(dataset), batch_size):
             frames = dataset.frames[i : i + batch_size].to(device)
-            out = as_output(net(frames))
-            logits = out.logits.float()
-            probs = logits.softmax(1).cpu().numpy()
-            unc = out.aux.get("uncertainty") if probabilities else None
-            if unc is not None:  # (B, 1, H, W) in SSNet; a per-class map is reduced to its maximum
-                unc = unc.float().flatten(1, -3).amax(1).cpu().numpy() if unc.ndim > 3 else unc.float().cpu().numpy()
+            probs_t, unc_t = averaged_probabilities(nets, frames, tta)
+            probs = probs_t.cpu().numpy()
+            unc = unc_t.squeeze(1).cpu().numpy() if (probabilities and unc_t is not None) else None
             for j in range(len(probs)):
                 scan, geo = dataset.scans[i + j], dataset.geometries[i + j]
                 spacing = geo.native_spacing
@@ -108,39 +158,54 @@ def load_run(run_dir: Path):
     return cfg, model, ckpt
 
 
-def predict_run(run_dir: Path, data_dir: Path, out_dir: Path, split: str | None = None, probabilities: bool = False,
-                force: bool = False, batch_size: int | None = None, device: str = "auto") -> tuple[int, float]:
-    """Apply a finished run to ``data_dir`` (all scans, or one split part); return (scans, ms per clip)."""
+def predict_run(run_dir: Path | Sequence[Path], data_dir: Path, out_dir: Path, split: str | None = None,
+                probabilities: bool = False, force: bool = False, batch_size: int | None = None, device: str = "auto",
+                tta: str = "none") -> tuple[int, float]:
+    """Apply a finished run (or an ensemble of runs, probabilities averaged) to ``data_dir`` (all scans, or one
+    split part); return (scans, ms per clip). Runs of an ensemble must see the same input (same clip config)."""
     from ssnet.data.contract import read_manifest
     from ssnet.data.dataset import CineDataset
     from ssnet.engine.train import clip_config
 
+    run_dirs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(r) for r in run_dir]
+    if not run_dirs:
+        raise SsnetError("predict: no run folder given")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     read_manifest(data_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise input_error(out_dir, "already exists and is not empty; pass --force to overwrite its predictions")
-    cfg, model, _ = load_run(run_dir)
-    ds = CineDataset(data_dir, split, clip_config(cfg), require_labels=False)
+    tta_transforms(tta)
+    loaded = [load_run(r) for r in run_dirs]
+    clip = clip_config(loaded[0][0])
+    for r, (cfg, _, _) in zip(run_dirs[1:], loaded[1:]):
+        if clip_config(cfg) != clip:
+            raise input_error(r / ".hydra" / "config.yaml", f"its input (data.* settings) differs from {run_dirs[0]}'s: "
+                              "an ensemble needs runs that see the same clips")
+    ds = CineDataset(data_dir, split, clip, require_labels=False)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    bs = int(batch_size or cfg.train.batch_size)
-    ms = predict_dataset(model, ds, out_dir, bs, dev, probabilities=probabilities)
+    bs = int(batch_size or loaded[0][0].train.batch_size)
+    ms = predict_dataset([m for _, m, _ in loaded], ds, out_dir, bs, dev, probabilities=probabilities, tta=tta)
     return len(ds), ms
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ssnet predict", description="Apply a finished run to a dataset; label maps on each scan's native grid.")
-    p.add_argument("run_dir", type=Path, help="run folder (.hydra/config.yaml, checkpoints/best.ckpt, run.json)")
+    p.add_argument("run_dir", type=Path, nargs="+",
+                   help="run folder (.hydra/config.yaml, checkpoints/best.ckpt, run.json); several = an ensemble "
+                        "(softmax probabilities averaged; the runs must share their data settings)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder in the contract (labels optional)")
     p.add_argument("--out", type=Path, required=True, help="output folder of <scan_id>.nii.gz")
     p.add_argument("--split", default=None, choices=["train", "val", "test"], help="only this split part (default: every scan)")
     p.add_argument("--probabilities", action="store_true", help="also write probabilities/<scan_id>_probs.nii.gz (and _uncertainty)")
+    p.add_argument("--tta", default="none", choices=TTA,
+                   help="test-time augmentation: flip (4 flips) or dihedral (8 flips/turns), probabilities averaged")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        n, ms = predict_run(a.run_dir, a.data, a.out, a.split, a.probabilities, a.force, a.batch_size, a.device)
+        n, ms = predict_run(a.run_dir, a.data, a.out, a.split, a.probabilities, a.force, a.batch_size, a.device, a.tta)
     except ValueError as exc:
         raise SsnetError(str(exc)) from None
     print(f"predicted {n} scans ({ms:.1f} ms per clip)", file=sys.stderr)

@@ -49,13 +49,15 @@ def train_or_reuse(overrides: list[str]) -> Path:
     return train(cfg, overrides)
 
 
-def val_per_case(run_dir: Path, data_dir: Path, protocol: str = "both", classes: tuple[int, ...] = (1, 2, 3)) -> pd.DataFrame:
-    """Per-case scores of a finished run on the validation split (predictions cached in ``run_dir/val_predictions``)."""
+def val_per_case(run_dir: Path, data_dir: Path, protocol: str = "both", classes: tuple[int, ...] = (1, 2, 3),
+                 tta: str = "none") -> pd.DataFrame:
+    """Per-case scores of a finished run on the validation split (predictions cached in ``run_dir/val_predictions``,
+    or ``val_predictions_tta-<tta>`` with test-time augmentation)."""
     from ssnet.engine.predict import predict_run
     from ssnet.evaluation.score import score_predictions
 
-    pred = Path(run_dir) / "val_predictions"
+    pred = Path(run_dir) / ("val_predictions" if tta == "none" else f"val_predictions_tta-{tta}")
     if not (pred / ".done").exists():
-        predict_run(Path(run_dir), Path(data_dir), pred, split="val", force=True)
+        predict_run(Path(run_dir), Path(data_dir), pred, split="val", force=True, tta=tta)
         atomic_write_text(pred / ".done", "")
     return score_predictions(data_dir, pred, split="val", protocol=protocol, classes=classes)
