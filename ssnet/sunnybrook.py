@@ -17,7 +17,10 @@
 4. trains UNet and SSNet (K = 4 as in the paper; this data only has classes 0/1), predicts the test
    patient on the native grid and scores class 1 (LV myocardium) with the shared scorer; with ``--refit``
    the chosen settings are trained once more on the training and validation patients together (final
-   weights: ``train.fit_parts=[train,val] train.checkpoint=last``) and that run is tested;
+   weights: ``train.fit_parts=[train,val] train.checkpoint=last``) and that run is tested; with ``--seeds 0,1,2``
+   the grid runs at the first seed, the chosen settings are trained once per seed and the test patient is
+   predicted by their ensemble (softmax averaged; each seed's own Dice is reported beside it); ``--tta flip``
+   predicts validation (the choice) and test with test-time flips;
 5. writes ``<out>/sunnybrook.csv`` / ``.md`` (Dice, HD95 per method and fold), ``sunnybrook_per_case.csv``,
    ``sunnybrook_grid.csv`` (every grid cell's validation Dice, the chosen one marked) and ``sunnybrook_ed.png``
    (ED frames, expert and predicted contours).

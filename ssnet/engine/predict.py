@@ -7,6 +7,10 @@ With ``--probabilities``: ``probabilities/<scan_id>_probs.nii.gz`` ((H, W, K) fl
 the field of view background = 1) and, when the model outputs one (SSNet), its uncertainty map
 ``probabilities/<scan_id>_uncertainty.nii.gz`` ((H, W) float32). They live in a sub-folder so that
 ``ssnet score --pred PRED_DIR`` reads only the label maps.
+
+``ssnet predict RUN_A RUN_B ... --tta flip``: an ensemble of runs (softmax probabilities averaged; the runs
+must see the same clips) and/or test-time augmentation (each flipped/turned view's probabilities mapped back
+before averaging); the arg-max of the average is the label map.
 """
 from __future__ import annotations
 
