@@ -256,8 +256,10 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
                       f"{tried[-1][0]:.4f} per slice, {tried[-1][1]:.4f} pooled (TTA {tta})", file=sys.stderr)
             best_val, best_val_patient, chosen, grid_run = max(tried, key=lambda t: t[1])  # the patient's Dice
             grid_rows += [{"method": label, "fold": fold, "val_patient": val_patient, "setting": " ".join(c) or "profile",
-                           "val_dice": round(v, 4), "val_dice_patient": round(vp, 4), "tta": tta, "chosen": c == chosen,
-                           "run": r.name} for v, vp, c, r in tried]
+                           "val_dice": round(v, 4), "val_dice_patient": round(vp, 4), "tta": tta,
+                           # the evidence for test-time augmentation, on the validation patient only
+                           **({"val_dice_patient_no_tta": round(val_dice(r, fold_dir)[1], 4)} if tta != "none" else {}),
+                           "chosen": c == chosen, "run": r.name} for v, vp, c, r in tried]
             # the chosen settings with every seed; with --refit trained on the training and validation patients
             final = [train_or_reuse(base(s) + chosen + list(REFIT_OVERRIDES)) if refit
                      else grid_run if s == seeds[0] else train_or_reuse(base(s) + chosen) for s in seeds]

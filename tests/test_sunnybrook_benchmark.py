@@ -128,6 +128,7 @@ def test_sunnybrook_seed_ensemble_with_tta(tmp_path: Path, capsys) -> None:
     assert len(str(row["dice_patient_per_seed"]).split(" / ")) == 2
     grid = pd.read_csv(out / "sunnybrook_grid.csv")
     assert (grid["tta"] == "flip").all() and (finals[0] / "val_predictions_tta-flip" / ".done").exists()
+    assert grid["val_dice_patient_no_tta"].between(0, 1).all() and (finals[0] / "val_predictions" / ".done").exists()
     # the reported Dice is the ensemble's: predicting the two runs again with flips reproduces it
     again = tmp_path / "again"
     predict_run(finals, out / "folds" / "fold0", again, split="test", tta="flip")
