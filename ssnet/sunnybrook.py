@@ -50,15 +50,28 @@ REFIT_OVERRIDES = ("train.fit_parts=[train,val]", "train.checkpoint=last")
 
 
 def ensure_import(src: Path, data_dir: Path) -> None:
-    """``ssnet import sunnybrook SRC --out data_dir`` once (a dataset already there is reused)."""
+    """``ssnet import sunnybrook SRC --out data_dir`` once (a dataset already there is reused, unless an older
+    importer wrote it with 0-based contour coordinates: then it is imported again, saying so)."""
+    import json
+
+    from ssnet.data.importers.sunnybrook import CONTOUR_ORIGIN, import_sunnybrook
+
+    force = False
     if (data_dir / "manifest.csv").exists():
-        return
-    from ssnet.data.importers.sunnybrook import import_sunnybrook
+        try:
+            origin = json.loads((data_dir / "dataset.json").read_text()).get("contour_origin", 0.0)
+        except (OSError, ValueError):
+            origin = None
+        if origin == CONTOUR_ORIGIN:
+            return
+        print(f"{data_dir}: imported with contour origin {origin} (an older importer); importing again with "
+              f"{CONTOUR_ORIGIN:g}-based contours", file=sys.stderr)
+        force = True
 
     if not Path(src).is_dir():
         raise input_error(src, "Sunnybrook source folder not found (pass --src or --data)")
     start = time.perf_counter()
-    info = import_sunnybrook(Path(src), data_dir, None)
+    info = import_sunnybrook(Path(src), data_dir, None, force=force)
     print(f"imported {info['n_scans']} Sunnybrook scans ({info['n_subjects']} patients) in "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
 

@@ -237,7 +237,8 @@ def test_sunnybrook_real_patient(tmp_path, capsys):
         assert sm["ed_phase_1based"] == meta["ED_phase_1based"]
         if scan.scan_id == m.scan_id[0]:
             np.testing.assert_array_equal(cine[0], dcm.pixel_array.astype(np.float32))
-        endo = polygon_mask(read_contour(contours / "i-contours" / sm["endocardial_contour"], (256, 256)), (256, 256))
+        origin = info["contour_origin"]
+        endo = polygon_mask(read_contour(contours / "i-contours" / sm["endocardial_contour"], (256, 256)) - origin, (256, 256))
         # the myocardium ring is darker than the enclosed blood pool at frame 0
         assert cine[0][label == 1].mean() < cine[0][endo].mean()
         ratios.append(cine[0][endo].mean() / cine[0][label == 1].mean())
@@ -247,11 +248,40 @@ def test_sunnybrook_real_patient(tmp_path, capsys):
         thr = cine[0][endo].mean() * 0.7
         ed_pool += int((cine[0][epi] > thr).sum())
         es_pool += int((cine[sm["es_frame"]][epi] > thr).sum())
-        es_endo = polygon_mask(read_contour(contours / "i-contours" / sm["es_endocardial_contour"], (256, 256)), (256, 256))
+        es_endo = polygon_mask(read_contour(contours / "i-contours" / sm["es_endocardial_contour"], (256, 256)) - origin, (256, 256))
         assert sm["es_frame"] == (meta["ES_phase_1based"] - meta["ED_phase_1based"]) % 20
         assert es_endo.sum() < endo.sum() * 1.05
     assert ed_pool > 1.2 * es_pool
     assert np.mean(ratios) > 2 and np.mean(ratios) > np.mean(ratios_swapped) + 0.5
+
+
+def test_sunnybrook_contours_are_one_based(tmp_path, capsys):
+    """Read as 1-based pixel centres (the default), the expert rings sit on the image's dark-myocardium /
+    bright-blood boundary (best-contrast shift (0, 0)); read as 0-based they lie one pixel down and right."""
+    if not (SUNNYBROOK / "dicoms" / "SCD0000201.tar.gz").is_file():
+        pytest.skip(f"real Sunnybrook data not present at {SUNNYBROOK}")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from label_alignment import best_shift
+
+    medians = {}
+    for origin in ("1", "0"):
+        out = tmp_path / f"origin{origin}"
+        extra = [] if origin == "1" else ["--contour-origin", "0"]
+        assert run_cli(capsys, "sunnybrook", SUNNYBROOK, "--out", out, "--patients", "SCD0000201", *extra)[0] == 0
+        assert json.loads((out / "dataset.json").read_text())["contour_origin"] == float(origin)
+        shifts = [best_shift(cine[0].astype(float), label == 1, 3)[:2] for cine, label in map(load_scan, scans(out))]
+        medians[origin] = tuple(np.median(np.array(shifts), axis=0))
+    assert medians == {"1": (0.0, 0.0), "0": (-1.0, -1.0)}
+
+
+def test_sunnybrook_contour_origin_shifts_the_label_by_whole_pixels(tmp_path, capsys):
+    src = make_sunnybrook(tmp_path / "src", size=32)
+    for origin in ("0", "1"):
+        assert run_cli(capsys, "sunnybrook", src, "--out", tmp_path / origin, "--contour-origin", origin)[0] == 0
+    (_, zero), (_, one) = (load_scan(next(iter(scans(tmp_path / o)))) for o in ("0", "1"))
+    assert one.any() and np.array_equal(one, np.roll(zero, (-1, -1), (0, 1)))
 
 
 # --------------------------------------------------------------------------------------- TIFF / PNG
@@ -429,3 +459,17 @@ def test_readers_raise_ssnet_error_only(tmp_path):
             fn(junk)
     with pytest.raises(SsnetError, match="missing.tif"):
         readers.read_tiff_frames(tmp_path / "missing.tif")
+
+
+def test_benchmark_reimports_a_dataset_made_with_zero_based_contours(tmp_path, capsys):
+    from ssnet.sunnybrook import ensure_import
+
+    src = make_sunnybrook(tmp_path / "src")
+    assert run_cli(capsys, "sunnybrook", src, "--out", tmp_path / "ds", "--contour-origin", "0")[0] == 0
+    old = load_scan(next(iter(scans(tmp_path / "ds"))))[1]
+    ensure_import(src, tmp_path / "ds")
+    assert "importing again" in capsys.readouterr().err
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["contour_origin"] == 1.0
+    assert np.array_equal(load_scan(next(iter(scans(tmp_path / "ds"))))[1], np.roll(old, (-1, -1), (0, 1)))
+    ensure_import(src, tmp_path / "ds")  # current: reused as it is
+    assert "importing again" not in capsys.readouterr().err

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                         description="Import Sunnybrook DICOM cines with expert LV contours (myocardium label only).")
     common(sb)
     sb.add_argument("--patients", help="comma-separated patient ids (default: every patient under SRC/dicoms)")
+    sb.add_argument("--contour-origin", type=float, default=1.0,
+                    help="coordinate of the top-left pixel's centre in the contour files: 1 (default, 1-based, "
+                         "measured on the shared patients) or 0 (0-based, the importer before 2026-12-06)")
     tf = sub.add_parser("tiff", help="SRC/<subject>/<scan>/{cine.tif | frames/*.png} + label.png [+ SRC/spacing.csv]",
                         description="Import a TIFF/PNG folder tree (see ssnet/data/importers/tiff.py for the layout).")
     common(tf)
@@ -103,7 +106,7 @@ def main(argv: list[str]) -> int:
         patients = [p.strip() for p in args.patients.split(",") if p.strip()] if args.patients else None
         if args.patients is not None and not patients:
             raise SsnetError("--patients is empty")
-        info = import_sunnybrook(args.src, args.out, patients, force=args.force)
+        info = import_sunnybrook(args.src, args.out, patients, force=args.force, contour_origin=args.contour_origin)
     elif args.source == "authors":
         from ssnet.data.importers.authors import import_authors
 

@@ -20,6 +20,11 @@ What the importer does, per patient:
   ``manifest.json``'s ``ED_phase_1based`` when given);
 - writes one scan per such slice: cine (H, W, T) int16 rolled so that ED is frame 0, and label (H, W) with
   1 = fill(epicardium) minus fill(endocardium) (pixel centres inside the polygon; x = column, y = row).
+  Contour coordinates are **1-based** pixel centres (``contour_origin=1``, the default: point (1, 1) is the
+  centre of the top-left pixel), measured on the shared patients: the expert rings sit on the image's dark
+  myocardium / bright blood boundary when shifted by exactly -1 pixel in x and y (every patient; 0.25 px search,
+  ``benchmarks/label_alignment.py``), while read as 0-based they lie one pixel down and right of it.
+  ``--contour-origin 0`` reads them as 0-based (the importer's behaviour before 2026-12-06).
   There are no infarct or MVO labels in this data: classes 2 and 3 never occur (``dataset.json`` says so).
 
 Scan ids are ``<patient>_sl<kk>``, slices numbered 1.. in acquisition order; subject_id = patient id;
@@ -140,8 +145,14 @@ def _attach_contours(slices: list[DicomSlice], folder: Path, pid: str) -> Contou
     return contours
 
 
-def import_patient(pid: str, source: Path, contour_dir: Path, ed_phase: int | None) -> tuple[list[dict], dict]:
-    """Read one patient; return ``(scans, info)`` where each scan holds its arrays and metadata."""
+CONTOUR_ORIGIN = 1.0  # the contour files' pixel-centre coordinate of the top-left pixel (1-based, see above)
+
+
+def import_patient(pid: str, source: Path, contour_dir: Path, ed_phase: int | None,
+                   contour_origin: float = CONTOUR_ORIGIN) -> tuple[list[dict], dict]:
+    """Read one patient; return ``(scans, info)`` where each scan holds its arrays and metadata.
+
+    ``contour_origin``: the coordinate the contour files give the top-left pixel's centre (subtracted)."""
     images = [read_dicom(data, name, base) for name, base, data in iter_dicom_sources(source)]
     if not images:
         raise input_error(source, "no DICOM files (*.dcm) found")
@@ -169,8 +180,8 @@ def import_patient(pid: str, source: Path, contour_dir: Path, ed_phase: int | No
             raise input_error(epi_path, f"the ED contour lies on phase {ed + 1} (by TriggerTime) but manifest.json "
                                         f"gives ED_phase_1based = {ed_phase} for {pid}")
         shape = (s.frames[0].rows, s.frames[0].cols)
-        epi = polygon_mask(read_contour(epi_path, shape), shape)
-        endo = polygon_mask(read_contour(endo_path, shape), shape)
+        epi = polygon_mask(read_contour(epi_path, shape) - contour_origin, shape)
+        endo = polygon_mask(read_contour(endo_path, shape) - contour_origin, shape)
         myo = epi & ~endo
         if not myo.any():
             raise input_error(epi_path, "epicardium minus endocardium is empty (contours identical or swapped?)")
@@ -200,7 +211,8 @@ def import_patient(pid: str, source: Path, contour_dir: Path, ed_phase: int | No
     return scans, info
 
 
-def import_sunnybrook(src: Path, out: Path, patients: list[str] | None = None, force: bool = False) -> dict:
+def import_sunnybrook(src: Path, out: Path, patients: list[str] | None = None, force: bool = False,
+                      contour_origin: float = CONTOUR_ORIGIN) -> dict:
     """Import Sunnybrook patients from ``src`` into the dataset folder ``out``; returns dataset.json's content."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -226,7 +238,7 @@ def import_sunnybrook(src: Path, out: Path, patients: list[str] | None = None, f
             contour_dir = src / "contours" / link[pid]
             if not contour_dir.is_dir():
                 raise input_error(contour_dir, f"contour folder of patient {pid} not found")
-            scans, info = import_patient(pid, sources[pid], contour_dir, ed_phases.get(pid))
+            scans, info = import_patient(pid, sources[pid], contour_dir, ed_phases.get(pid), contour_origin)
             info["original_id"] = link[pid]
             per_patient[pid] = info
             for sc in scans:
@@ -241,6 +253,9 @@ def import_sunnybrook(src: Path, out: Path, patients: list[str] | None = None, f
                        "frames ordered by DICOM TriggerTime and rolled so that ED comes first",
             "labels": {"0": "background", "1": "LV myocardium = fill(epicardial contour) minus fill(endocardial "
                                                 "contour), pixel centres, at ED"},
+            "contour_origin": contour_origin,
+            "contour_coordinates": f"x = column, y = row; pixel centres, the top-left pixel at ({contour_origin:g}, "
+                                   f"{contour_origin:g})",
             "labels_absent": {"2": "infarct", "3": "mvo"},
             "note": "The Sunnybrook data has no infarct, scar or MVO labels: classes 2 and 3 never occur. Use it to "
                     "check myocardium segmentation and real-data loading, not to train or score MVO.",
