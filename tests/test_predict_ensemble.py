@@ -93,3 +93,15 @@ def test_predict_cli_ensembles_runs_and_refuses_mixed_inputs(tmp_path: Path, cap
     assert cli(["predict", str(run0), str(odd), "--data", str(data), "--out", str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "odd/.hydra/config.yaml" in err[0] and "same clips" in err[0]
+
+
+def test_uncertainty_that_is_not_a_map_is_ignored() -> None:
+    """AFB-URR's aux "uncertainty" is one value per frame (B, T−1), not a map: probabilities still average."""
+    class PerFrameUncertainty(FramesConv):
+        def forward(self, x: torch.Tensor):
+            return SegOutput(self.conv(x.flatten(1, 2)), {"uncertainty": torch.rand(x.shape[0], x.shape[1] - 1)})
+
+    frames = torch.rand(2, 4, 1, 8, 8)
+    with torch.no_grad():
+        probs, unc = averaged_probabilities([PerFrameUncertainty(4, 3, seed=4).eval()], frames, "flip")
+    assert unc is None and probs.shape == (2, 3, 8, 8)

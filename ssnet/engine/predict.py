@@ -59,10 +59,20 @@ def _undo(x: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
     return torch.rot90(x, -turns, dims=(-2, -1)) if turns else x
 
 
-def averaged_probabilities(nets: Sequence[torch.nn.Module], frames: torch.Tensor, tta: str = "none"
-                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _uncertainty_map(out, size: torch.Size) -> torch.Tensor | None:
+    """The model's uncertainty as a (B, 1, H, W) map at the output's size, or None (absent, or not a map of
+    that size, e.g. AFB-URR's per-frame scalars). SSNet gives (B, 1, H, W); a per-class map is reduced to its max."""
+    u = out.aux.get("uncertainty")
+    if u is None or u.ndim < 3 or u.shape[-2:] != size:
+        return None
+    return u.float().unsqueeze(1) if u.ndim == 3 else u.float().flatten(1, -3).amax(1, keepdim=True)
+
+
+def averaged_probabilities(nets: Sequence[torch.nn.Module], frames: torch.Tensor, tta: str = "none",
+                           uncertainty: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class probabilities (B, K, H, W) averaged over ``nets`` (an ensemble) and the test-time augmentations,
-    each mapped back before averaging; plus the models' uncertainty map averaged the same way (or None)."""
+    each mapped back before averaging; plus (with ``uncertainty``) the models' uncertainty map averaged the
+    same way, or None when a model gives none."""
     from ssnet.models.base import as_output
 
     probs, unc, n = None, None, 0
@@ -71,9 +81,8 @@ def averaged_probabilities(nets: Sequence[torch.nn.Module], frames: torch.Tensor
             out = as_output(net(_apply(frames, turns, flip)))
             p = _undo(out.logits.float().softmax(1), turns, flip)
             probs = p if probs is None else probs + p
-            u = out.aux.get("uncertainty")
-            if u is not None:  # (B, 1, H, W) in SSNet; a per-class map is reduced to its maximum
-                u = u.float().unsqueeze(1) if u.ndim == 3 else u.float().flatten(1, -3).amax(1, keepdim=True)
+            u = _uncertainty_map(out, p.shape[-2:]) if uncertainty else None
+            if u is not None:
                 u = _undo(u, turns, flip)
                 unc = u if unc is None else unc + u
             n += 1
@@ -113,9 +122,9 @@ def predict_dataset(
     with torch.inference_mode():
         for i in range(0, len(dataset), batch_size):
             frames = dataset.frames[i : i + batch_size].to(device)
-            probs_t, unc_t = averaged_probabilities(nets, frames, tta)
+            probs_t, unc_t = averaged_probabilities(nets, frames, tta, uncertainty=probabilities)
             probs = probs_t.cpu().numpy()
-            unc = unc_t.squeeze(1).cpu().numpy() if (probabilities and unc_t is not None) else None
+            unc = unc_t.squeeze(1).cpu().numpy() if unc_t is not None else None
             for j in range(len(probs)):
                 scan, geo = dataset.scans[i + j], dataset.geometries[i + j]
                 spacing = geo.native_spacing
