@@ -138,21 +138,22 @@ def val_dice(run_dir: Path, fold_dir: Path, tta: str = "none") -> tuple[float, f
     return float(dsc["value"].mean()), pooled_dice(dsc)
 
 
-def test_myocardium(run_dirs: list[Path], fold_dir: Path, pred_dir: Path, tta: str = "none") -> pd.DataFrame:
-    """Strict per-case LV-myocardium rows of the test patient: a single run's own test predictions when there is
-    one run and no test-time augmentation, else the ensemble of ``run_dirs`` (softmax averaged over runs and
-    ``tta`` transforms) predicted into ``pred_dir`` and scored there."""
+def test_myocardium(run_dirs: list[Path], fold_dir: Path, pred_dir: Path | None = None,
+                    tta: str = "none") -> tuple[pd.DataFrame, Path]:
+    """Strict per-case LV-myocardium rows of the test patient and the folder of the predictions they score: a
+    single run's own test predictions when there is one run and no test-time augmentation, else the ensemble of
+    ``run_dirs`` (softmax averaged over runs and ``tta`` transforms) predicted into ``pred_dir``."""
     from ssnet.engine.predict import predict_run
     from ssnet.evaluation.score import read_per_case, score_predictions
 
     if len(run_dirs) == 1 and tta == "none":
-        df = read_per_case(run_dirs[0] / "per_case.csv")
+        df, pred_dir = read_per_case(run_dirs[0] / "per_case.csv"), run_dirs[0] / "predictions"
     else:
         if not (pred_dir / ".done").exists():
             predict_run(run_dirs, fold_dir, pred_dir, split="test", force=True, tta=tta)
             atomic_write_text(pred_dir / ".done", "\n".join(r.name for r in run_dirs) + "\n")
         df = score_predictions(fold_dir, pred_dir, split="test", protocol="strict", classes=(MYO,))
-    return df[(df["class_id"] == MYO) & (df["protocol"] == "strict")].copy()
+    return df[(df["class_id"] == MYO) & (df["protocol"] == "strict")].copy(), pred_dir
 
 
 def ed_figure(fold_dir: Path, predictions: dict[str, Path], out: Path, n_slices: int = 3) -> None:
@@ -276,10 +277,9 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
             # the chosen settings with every seed; with --refit trained on the training and validation patients
             final = [train_or_reuse(base(s) + chosen + list(REFIT_OVERRIDES)) if refit
                      else grid_run if s == seeds[0] else train_or_reuse(base(s) + chosen) for s in seeds]
-            single = [pooled_dice(test_myocardium([r], fold_dir, r / "predictions").query("metric == 'dsc'"))
-                      for r in final]
+            single = [pooled_dice(test_myocardium([r], fold_dir)[0].query("metric == 'dsc'")) for r in final]
             pred_dir = fold_dir / "predictions" / f"{key}-seeds{'-'.join(map(str, seeds))}-tta-{tta}"
-            df = test_myocardium(final, fold_dir, pred_dir, tta)
+            df, pred_dir = test_myocardium(final, fold_dir, pred_dir, tta)
             minutes = (time.perf_counter() - start) / 60
             info = read_run(final[0])
             df["fold"] = fold
@@ -300,7 +300,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
                          "steps": info.get("steps"), "train_minutes": round(sum(float(read_run(r).get("train_seconds") or 0) for r in final) / 60, 1),
                          "wall_minutes_this_call": round(minutes, 1), "run": " ".join(r.name for r in final)})
             if fold == 0:
-                fig_preds[key] = pred_dir if (len(final) > 1 or tta != "none") else final[0] / "predictions"
+                fig_preds[key] = pred_dir
     ed_figure(out_dir / "folds" / "fold0", fig_preds, written["figure"])
     table = pd.DataFrame(rows)
     atomic_write_csv(table, written["csv"], overwrite=True)
