@@ -25,6 +25,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "figures": ("ssnet.evaluation.figures", "Draw the paper-style figures (PNG) from a profile's runs and tables."),
 }
 
+TRAINING_VERBS = ("train", "reproduce")
+
 
 def _usage() -> str:
     width = max(map(len, VERBS))
@@ -49,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ssnet: error: unknown verb {verb!r}; available: {', '.join(VERBS)}", file=sys.stderr)
         return 2
     try:
+        if verb in TRAINING_VERBS:  # the code this process loads, before it loads it
+            from ssnet.engine.provenance import process_snapshot
+
+            process_snapshot()
         module = importlib.import_module(VERBS[verb][0])
         return int(module.main(rest) or 0)
     except SsnetError as exc:

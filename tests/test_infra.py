@@ -51,12 +51,19 @@ def test_provenance_and_stale_reason(monkeypatch, tmp_path) -> None:
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "a.yaml").write_text("x: 1\n")
     monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
-    provenance._git_state.cache_clear()
+    provenance.process_snapshot.cache_clear()
     try:
         other = provenance.provenance()
         assert other["git_commit"] is None and other["git_dirty"] is None and other["code_hash"] != info["code_hash"]
+        assert "code_changed_in_process" not in other
+        # the training code changes on disk after the process started: the run's code is unknown, never reused
+        (tmp_path / "configs" / "a.yaml").write_text("x: 2\n")
+        changed = provenance.provenance()
+        assert changed["code_hash"] is None and changed["code_changed_in_process"] is True
+        assert "while the process that trained it was running" in provenance.stale_reason(changed, other["code_hash"])
+        assert provenance.process_snapshot()["code_hash"] == other["code_hash"]  # the snapshot is the start's
     finally:
-        provenance._git_state.cache_clear()
+        provenance.process_snapshot.cache_clear()
 
 
 def test_profile_follows_the_device(monkeypatch) -> None:

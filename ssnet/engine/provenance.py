@@ -9,6 +9,11 @@ Every run records in ``run.json``:
   ``.py``/``.yaml``/``.yml`` file under those paths, path and bytes, in path order. It covers
   uncommitted and untracked files too, and does not need git.
 
+All three describe the code the process **started** with (:func:`process_snapshot`, taken once, at the
+first call): a process imports its modules once, so the disk at a later run's start may no longer be
+the code that runs. When the training code on disk differs from the snapshot at a run's start, the run
+records ``code_hash: null`` and ``code_changed_in_process: true`` and is never reused.
+
 The training code (:data:`CODE_PATHS`) is what a trained model depends on: the models
 (``ssnet/models``, ``baselines``), the engine (``ssnet/engine``), the data pipeline
 (``ssnet/data``) and the Hydra configs (``configs``). Scoring, statistics and tables are not in
@@ -54,13 +59,22 @@ def code_hash(root: Path | None = None) -> str:
     return h.hexdigest()[:12]
 
 
-@lru_cache(maxsize=1)
 def _git_state() -> tuple[str | None, bool | None]:
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return None, None
     status = _git("status", "--porcelain", "--untracked-files=normal")
     return commit.strip(), (bool(status.strip()) if status is not None else None)
+
+
+@lru_cache(maxsize=1)
+def process_snapshot() -> dict[str, Any]:
+    """``{"git_commit", "git_dirty", "code_hash"}`` of the checkout, read together once per process.
+
+    ``ssnet``'s entry point takes it before it imports any training code, so it describes what the
+    process loaded; :func:`provenance` compares it with the disk at every run's start."""
+    commit, dirty = _git_state()
+    return {"git_commit": commit, "git_dirty": dirty, "code_hash": code_hash()}
 
 
 def cpu_model() -> str | None:
@@ -85,9 +99,12 @@ def machine() -> dict[str, Any]:
 
 
 def provenance() -> dict[str, Any]:
-    """``{"git_commit", "git_dirty", "code_hash"}`` of the code running now, plus :func:`machine`."""
-    commit, dirty = _git_state()
-    return {"git_commit": commit, "git_dirty": dirty, "code_hash": code_hash(), **machine()}
+    """:func:`process_snapshot` plus :func:`machine`; ``code_hash`` is null (and ``code_changed_in_process``
+    true) when the training code on disk is no longer the code this process started with."""
+    info = dict(process_snapshot())
+    if code_hash() != info["code_hash"]:
+        info.update(code_hash=None, code_changed_in_process=True)
+    return {**info, **machine()}
 
 
 def changed_files(commit: str) -> list[str]:
@@ -99,6 +116,8 @@ def changed_files(commit: str) -> list[str]:
 
 def stale_reason(info: dict[str, Any], current: str | None = None) -> str | None:
     """Why a finished run (its ``run.json``) may not be reused; ``None`` when it may."""
+    if info.get("code_changed_in_process"):
+        return "the training code changed on disk while the process that trained it was running"
     recorded = info.get("code_hash")
     if not recorded:
         return "it records no code hash (trained before code provenance was recorded)"
