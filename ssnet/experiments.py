@@ -25,6 +25,7 @@ from ssnet.data.contract import split_hash
 from ssnet.engine.config import CONFIG_DIR, compose
 from ssnet.engine.runs import find_finished, read_run, run_name
 from ssnet.errors import SsnetError
+from ssnet.evaluation import rerun
 
 # Table 1 order of the paper; registered models not listed here follow, alphabetically, before SSNet.
 PAPER_ORDER = ["unet", "unetpp", "transunet", "swinunetr", "afb_urr", "dpstt", "pns_plus", "vivim"]
@@ -361,7 +362,14 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
         runs[(p.job.method, p.seed)] = train_run(p.overrides)
         print(f"{head}: done in {format_duration(time.perf_counter() - start)}", file=sys.stderr)
     jobs_file.unlink(missing_ok=True)
-    return write_tables(kind, jobs, runs, out_dir, with_paper)
+    previous = rerun.set_aside(out_dir, kind)
+    if previous is not None:
+        print(f"{kind}: the earlier {kind} files of {out_dir} moved to {previous} (not overwritten)", file=sys.stderr)
+    written = write_tables(kind, jobs, runs, out_dir, with_paper)
+    lines = rerun.compare_with_previous(written["per_case"], previous) if previous is not None else []
+    if lines:
+        print(f"{kind}: the new per-case values against the earlier ones, per run:", *lines, sep="\n", file=sys.stderr)
+    return written
 
 
 def main(argv: list[str]) -> int:

@@ -39,6 +39,7 @@ import pandas as pd
 from ssnet.data.contract import read_manifest, scans, write_manifest
 from ssnet.errors import SsnetError, input_error
 from ssnet.engine.tuning import parse_grid, train_or_reuse, val_per_case
+from ssnet.evaluation.rerun import set_aside
 from ssnet.io import atomic_write, atomic_write_csv, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,13 +212,14 @@ def _fmt(values: pd.Series, digits: int) -> str:
 
 
 def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: int = 1, seed: int | list[int] = 0,
-                  extra: list[str] | None = None, force: bool = False, grid: list[str] | None = None,
+                  extra: list[str] | None = None, grid: list[str] | None = None,
                   models: list[str] | None = None, refit: bool = False, tta: str = "none") -> dict[str, Path]:
     """The whole benchmark; returns the written files.
 
     ``seed``: one seed, or several: the grid is trained with the first, the chosen settings (refit or not) with
     every seed, and the test patient is predicted by their ensemble (softmax averaged); each seed's own test Dice
     is reported beside it. ``tta``: test-time augmentation for validation (the choice) and test alike.
+    Earlier benchmark files in ``out_dir`` are moved to ``out_dir/previous/`` before the new ones are written.
     """
     from ssnet.engine.config import compose
     from ssnet.engine.predict import tta_transforms
@@ -227,8 +229,6 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
     written = {"csv": out_dir / "sunnybrook.csv", "md": out_dir / "sunnybrook.md",
                "per_case": out_dir / "sunnybrook_per_case.csv", "grid": out_dir / "sunnybrook_grid.csv",
                "figure": out_dir / "sunnybrook_ed.png"}
-    if written["csv"].exists() and not force:
-        raise input_error(written["csv"], "already exists; pass --force to overwrite the benchmark tables")
     if not any(s.label is not None for s in scans(data_dir)):
         raise input_error(data_dir / "manifest.csv", "no labels: the benchmark needs the expert contours")
     seeds = [int(seed)] if isinstance(seed, int) else [int(v) for v in seed]
@@ -301,6 +301,9 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
                          "wall_minutes_this_call": round(minutes, 1), "run": " ".join(r.name for r in final)})
             if fold == 0:
                 fig_preds[key] = pred_dir
+    previous = set_aside(out_dir, "sunnybrook")
+    if previous is not None:
+        print(f"sunnybrook: the earlier sunnybrook files of {out_dir} moved to {previous} (not overwritten)", file=sys.stderr)
     ed_figure(out_dir / "folds" / "fold0", fig_preds, written["figure"])
     table = pd.DataFrame(rows)
     atomic_write_csv(table, written["csv"], overwrite=True)
@@ -345,7 +348,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--src", type=Path, default=DEFAULT_SRC, help="Sunnybrook source (DICOM tarballs + contours)")
     p.add_argument("--data", type=Path, default=None, help="an imported dataset (default: data/sunnybrook, imported once)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default: results/sunnybrook)")
-    p.add_argument("--force", action="store_true", help="overwrite existing benchmark tables")
+    p.add_argument("--force", action="store_true",
+                   help="accepted and ignored: earlier tables are always moved to <out>/previous/, never overwritten")
     p.add_argument("--models", default="unet,ssnet", help="comma-separated subset of unet,ssnet (default both)")
     p.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2",
                    help="train every value and keep the best validation-patient Dice (repeatable; e.g. train.lr=1e-4,1e-3)")
@@ -367,7 +371,7 @@ def main(argv: list[str]) -> int:
         seeds = [int(v) for v in a.seeds.split(",") if v.strip()] if a.seeds else a.seed
     except ValueError:
         raise SsnetError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
-    written = run_benchmark(data_dir, out, a.profile, a.folds, seeds, a.overrides, force=a.force, grid=a.grid,
+    written = run_benchmark(data_dir, out, a.profile, a.folds, seeds, a.overrides, grid=a.grid,
                             models=[m.strip() for m in a.models.split(",") if m.strip()], refit=a.refit, tta=a.tta)
     for key, path in written.items():
         print(f"{key}: {path}")

@@ -63,7 +63,15 @@ def test_reproduce_table1_smoke_and_reuse(tiny_split_dataset: Path, tmp_path: Pa
     stats = pd.read_csv(written["stats"])
     assert set(stats["protocol"]) == {"paper", "strict"} and (stats["method_a"] == "ssnet").all()
     capsys.readouterr()
-    # a second call reuses every finished run and rewrites identical tables
+    first_csv = Path(written["csv"]).read_bytes()
+    (out / "table1_claims.csv").write_text("made by hand\n")  # a file of the table that reproduce does not write
+    # a second call reuses every finished run, sets the earlier files aside and writes identical tables
     again = reproduce("table1", "smoke", [0], tiny_split_dataset, out, with_paper=True, extra=extra, methods=methods)
-    assert "reusing" in capsys.readouterr().err
-    assert Path(again["csv"]).read_bytes() == Path(written["csv"]).read_bytes()
+    err = capsys.readouterr().err
+    assert "reusing" in err and "not overwritten" in err
+    assert Path(again["csv"]).read_bytes() == first_csv
+    (previous,) = (out / "previous").iterdir()
+    assert (previous / "table1.csv").read_bytes() == first_csv and (previous / "table1_claims.csv").exists()
+    assert not (out / "table1_claims.csv").exists()  # claims of the earlier table do not sit beside the new one
+    for method in methods:
+        assert f"  {method} seed 0: identical (" in err

@@ -41,8 +41,13 @@ def test_sunnybrook_benchmark_smoke(tmp_path: Path, capsys) -> None:
     per_case = pd.read_csv(out / "sunnybrook_per_case.csv")
     assert set(per_case["class_id"]) == {1} and {"dsc", "hd95"} <= set(per_case["metric"])
     assert (out / "sunnybrook_ed.png").stat().st_size > 1000 and "HD95" in (out / "sunnybrook.md").read_text()
-    # tables are not silently overwritten (reuse of finished runs: train_or_reuse, as reproduce table1)
-    assert cli(args) == 1 and "--force" in capsys.readouterr().err
+    # a second call reuses the finished runs and does not overwrite the earlier tables: it moves them aside
+    first = (out / "sunnybrook.csv").read_bytes()
+    assert cli(args) == 0
+    assert "not overwritten" in capsys.readouterr().err
+    (previous,) = (out / "previous").iterdir()
+    assert (previous / "sunnybrook.csv").read_bytes() == first and (previous / "sunnybrook_ed.png").exists()
+    assert (out / "sunnybrook.csv").exists() and (out / "sunnybrook_ed.png").exists()
 
 
 def test_grid_parsing() -> None:
