@@ -191,9 +191,43 @@ def estimate_seconds(p: Planned, run_root: Path) -> tuple[float | None, str]:
             sps = info.get("train_seconds_per_step")
             if sps and (best is None or rj.stat().st_mtime > best[0]):
                 best = (rj.stat().st_mtime, float(sps))
-    if best is None:
+    if best is not None:
+        return steps * best[1], f"{steps} steps × {best[1]:.2f} s/step measured"
+    bench = benchmark_seconds_per_step(str(cfg.model.name), str(cfg.profile.name), int(cfg.train.batch_size),
+                                       int(cfg.data.size), int(cfg.data.frames))
+    if bench is None:
         return None, f"no estimate yet (no finished {method} run at this profile)"
-    return steps * best[1], f"{steps} steps × {best[1]:.2f} s/step measured"
+    return steps * bench[0], f"{steps} steps × {bench[0]:.2f} s/step from {bench[1]}"
+
+
+# Committed step-time benchmarks (benchmarks/bench_train.py) that estimate a run before any run of its kind has
+# finished on this machine: the quick profile on a 2-core CPU, the paper profile on one H200.
+BENCHMARKS = {"cpu": CONFIG_DIR.parent / "results" / "cpu-2core" / "bench_train.csv",
+              "cuda": CONFIG_DIR.parent / "results" / "h200" / "bench_train.csv"}
+
+
+def benchmark_seconds_per_step(model: str, profile: str, batch_size: int, size: int, frames: int,
+                               device: str | None = None) -> tuple[float, str] | None:
+    """(seconds per step, source) of ``model`` in the committed benchmark of this device kind at the same profile,
+    batch and size; another frame count is scaled linearly (said in the source). None when there is no row."""
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    path = BENCHMARKS.get(device)
+    if path is None or not path.exists():
+        return None
+    df = pd.read_csv(path)
+    rows = df[(df["method"] == model) & (df["profile"] == profile) & (df["batch_size"] == batch_size)
+              & (df["size"] == size) & df["step_ms"].notna()]
+    if rows.empty:
+        return None
+    row = rows.iloc[0]
+    seconds, source = float(row["step_ms"]) / 1000, f"results/{path.parent.name}/{path.name}"
+    if int(row["frames"]) != frames:
+        seconds *= frames / int(row["frames"])
+        source += f", scaled from T = {int(row['frames'])} to {frames}"
+    return seconds, source
 
 
 def format_duration(seconds: float) -> str:
@@ -348,6 +382,12 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
         if missing:
             raise SsnetError(f"{len(planned) - len(missing)} of {len(planned)} runs finished; missing {missing[0]}")
         todo = []
+    estimates = [estimate_seconds(p, run_root)[0] for p in todo]
+    known = [e for e in estimates if e is not None]
+    if known:
+        n = f"all {len(todo)}" if len(known) == len(todo) else f"{len(known)} of {len(todo)}"
+        print(f"{kind}: {len(todo)} of {len(planned)} runs to train; estimated ≈ {format_duration(sum(known))} of "
+              f"training for {n} (validation and test prediction add to it)", file=sys.stderr)
     runs: dict[tuple[str, int], Path] = {}
     for i, p in enumerate(planned, 1):
         head = f"run {i}/{len(planned)}: {p.job.method} seed {p.seed}"

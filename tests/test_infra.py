@@ -143,6 +143,26 @@ def test_changed_code_retrains_with_a_reason(tiny_split_dataset: Path, tmp_path:
     assert len(list((out / "runs").glob("unet-smoke-s0-*"))) == 2
 
 
+def test_a_fresh_machine_estimates_runs_from_the_committed_benchmark(tmp_path: Path, monkeypatch) -> None:
+    bench = tmp_path / "cpu-2core" / "bench_train.csv"
+    bench.parent.mkdir()
+    bench.write_text("method,profile,device,batch_size,frames,size,step_ms\n"
+                     "ssnet,quick,cpu-2core,4,10,64,1500\nunet,quick,cpu-2core,4,10,64,\n")
+    monkeypatch.setattr(experiments, "BENCHMARKS", {"cpu": bench})
+    assert experiments.benchmark_seconds_per_step("ssnet", "quick", 4, 64, 10, "cpu") == (1.5, "results/cpu-2core/bench_train.csv")
+    seconds, source = experiments.benchmark_seconds_per_step("ssnet", "quick", 4, 64, 30, "cpu")
+    assert seconds == pytest.approx(4.5) and "scaled from T = 10 to 30" in source
+    assert experiments.benchmark_seconds_per_step("unet", "quick", 4, 64, 10, "cpu") is None  # no step time (failed row)
+    assert experiments.benchmark_seconds_per_step("ssnet", "quick", 8, 64, 10, "cpu") is None  # another batch
+    assert experiments.benchmark_seconds_per_step("ssnet", "quick", 4, 64, 10, "cuda") is None  # no GPU benchmark here
+    # no finished run under the run root: the table's announcement uses the benchmark (table 2 rows: SSNet's model)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    (planned,) = experiments.plan([experiments.Job("ssnet_static_only", "static only", ["model=ssnet_static_only"])], ["profile=quick"],
+                                  [0], tmp_path / "runs", check_code=False)
+    seconds, source = experiments.estimate_seconds(planned, tmp_path / "runs")
+    assert seconds == pytest.approx(300 * 1.5) and source == "300 steps × 1.50 s/step from results/cpu-2core/bench_train.csv"
+
+
 def test_paper_profile_smoke_on_cpu_and_figures(tiny_split_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     """``--profile paper`` with a step override runs on CPU; its runs feed the Fig. 3 panel and the box plot."""
     from ssnet.evaluation.figures import make_figures
