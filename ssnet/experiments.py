@@ -197,7 +197,8 @@ def estimate_seconds(p: Planned, run_root: Path) -> tuple[float | None, str]:
                                        int(cfg.data.size), int(cfg.data.frames))
     if bench is None:
         return None, f"no estimate yet (no finished {method} run at this profile)"
-    return steps * bench[0], f"{steps} steps × {bench[0]:.2f} s/step from {bench[1]}"
+    model = "" if cfg.model.name == method else f" ({cfg.model.name}'s step)"
+    return steps * bench[0], f"{steps} steps × {bench[0]:.2f} s/step from {bench[1]}{model}"
 
 
 # Committed step-time benchmarks (benchmarks/bench_train.py) that estimate a run before any run of its kind has

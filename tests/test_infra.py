@@ -160,7 +160,7 @@ def test_a_fresh_machine_estimates_runs_from_the_committed_benchmark(tmp_path: P
     (planned,) = experiments.plan([experiments.Job("ssnet_static_only", "static only", ["model=ssnet_static_only"])], ["profile=quick"],
                                   [0], tmp_path / "runs", check_code=False)
     seconds, source = experiments.estimate_seconds(planned, tmp_path / "runs")
-    assert seconds == pytest.approx(300 * 1.5) and source == "300 steps × 1.50 s/step from results/cpu-2core/bench_train.csv"
+    assert seconds == pytest.approx(300 * 1.5) and source == "300 steps × 1.50 s/step from results/cpu-2core/bench_train.csv (ssnet's step)"
 
 
 def test_paper_profile_smoke_on_cpu_and_figures(tiny_split_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
