@@ -404,8 +404,6 @@ def reproduce(kind: str, profile: str, seeds: list[int], data_dir: Path | None, 
         print(f"{head}: done in {format_duration(time.perf_counter() - start)}", file=sys.stderr)
     jobs_file.unlink(missing_ok=True)
     previous = rerun.set_aside(out_dir, kind)
-    if previous is not None:
-        print(f"{kind}: the earlier {kind} files of {out_dir} moved to {previous} (not overwritten)", file=sys.stderr)
     written = write_tables(kind, jobs, runs, out_dir, with_paper)
     lines = rerun.compare_with_previous(written["per_case"], previous) if previous is not None else []
     if lines:

@@ -301,9 +301,7 @@ def run_benchmark(data_dir: Path, out_dir: Path, profile: str = "quick", folds: 
                          "wall_minutes_this_call": round(minutes, 1), "run": " ".join(r.name for r in final)})
             if fold == 0:
                 fig_preds[key] = pred_dir
-    previous = set_aside(out_dir, "sunnybrook")
-    if previous is not None:
-        print(f"sunnybrook: the earlier sunnybrook files of {out_dir} moved to {previous} (not overwritten)", file=sys.stderr)
+    set_aside(out_dir, "sunnybrook")
     ed_figure(out_dir / "folds" / "fold0", fig_preds, written["figure"])
     table = pd.DataFrame(rows)
     atomic_write_csv(table, written["csv"], overwrite=True)

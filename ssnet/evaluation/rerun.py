@@ -10,6 +10,7 @@ whether it reproduced it (byte for byte or how far from it).
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def table_files(out_dir: Path, stem: str) -> list[Path]:
 
 
 def set_aside(out_dir: Path, stem: str) -> Path | None:
-    """Move the table's earlier files to ``<out_dir>/previous/<stem>-<UTC time>/``; that folder, or None if none."""
+    """Move the table's earlier files to ``<out_dir>/previous/<stem>-<UTC time>/`` and say so on stderr; that
+    folder, or None if there were none."""
     files = table_files(out_dir, stem)
     if not files:
         return None
@@ -39,6 +41,7 @@ def set_aside(out_dir: Path, stem: str) -> Path | None:
     dest.mkdir(parents=True)
     for f in files:
         shutil.move(str(f), dest / f.name)
+    print(f"{stem}: the earlier {stem} files of {out_dir} moved to {dest} (not overwritten)", file=sys.stderr)
     return dest
 
 
